@@ -1,0 +1,122 @@
+"""Scaled dot-product attention (§4.1) and the masks that restrict it.
+
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V
+
+Masks are boolean and **True means "may attend"**, the convention of
+``torch.nn.functional.scaled_dot_product_attention``.  (``nn.MultiheadAttention``'s
+``key_padding_mask`` uses the opposite: True there means "ignore this key".)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmt_numpy.ops.activations import softmax_backward, softmax_forward
+from mmt_numpy.validate import float_array, same_dtype
+
+
+def causal_mask(Lq: int, Lk: int | None = None) -> np.ndarray:
+    """``(Lq, Lk)`` bool, True where key j <= query i (no looking ahead).
+
+    When ``Lq != Lk`` the triangle is aligned at the top-left corner, as PyTorch's
+    ``is_causal=True`` does: query i sees keys 0..i.
+    """
+    Lk = Lq if Lk is None else Lk
+    for name, n in (("Lq", Lq), ("Lk", Lk)):
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+    return np.tril(np.ones((Lq, Lk), dtype=bool))
+
+
+def padding_mask(lengths: np.ndarray | list[int], L: int) -> np.ndarray:
+    """``(B, 1, 1, L)`` bool, True for the first ``lengths[b]`` keys of batch row b.
+
+    The shape broadcasts against scores ``(B, H, Lq, L)``: every head and every query of
+    row b ignores that row's padding keys.
+    """
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
+        raise TypeError(
+            f"lengths: expected a 1-D integer array (one length per batch row), "
+            f"got dtype {lengths.dtype} and shape {lengths.shape}"
+        )
+    if np.any(lengths < 0) or np.any(lengths > L):
+        raise ValueError(f"lengths: expected values in [0, {L}], got {lengths.tolist()}")
+    keep = np.arange(L)[None, :] < lengths[:, None]
+    return keep[:, None, None, :]
+
+
+def _check_qkv(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+    float_array("q", q, min_ndim=2)
+    float_array("k", k, min_ndim=2)
+    float_array("v", v, min_ndim=2)
+    same_dtype(("q", "k", "v"), (q, k, v))
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(
+            f"k: expected last dimension {q.shape[-1]} (d_k of q {q.shape}), got shape {k.shape}"
+        )
+    if v.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"v: expected {k.shape[-2]} positions (Lk of k {k.shape}), got shape {v.shape}"
+        )
+    for name, x in (("k", k), ("v", v)):
+        if x.shape[:-2] != q.shape[:-2]:
+            raise ValueError(
+                f"{name}: expected leading (batch/head) dimensions {q.shape[:-2]} as q "
+                f"{q.shape}, got shape {x.shape}"
+            )
+
+
+def attention_forward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None = None,
+    scale: float | None = None,
+) -> tuple[np.ndarray, tuple]:
+    """Scaled dot-product attention.
+
+    Args:
+        q: ``(..., Lq, d_k)`` queries, e.g. ``(B, H, Lq, d_k)``.
+        k: ``(..., Lk, d_k)`` keys; same leading dimensions as q.
+        v: ``(..., Lk, d_v)`` values.
+        mask: bool broadcastable to ``(..., Lq, Lk)``, True = may attend.  A query whose
+            keys are all masked gets a zero output row and zero gradients.
+        scale: multiplies the scores; default ``1/√d_k``.
+
+    Returns:
+        out ``(..., Lq, d_v)`` and the cache; ``cache[3]`` holds the attention weights
+        ``(..., Lq, Lk)`` (a fully masked row is all zeros).
+    """
+    _check_qkv(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    # A Python float keeps float32 inputs float32 (NumPy 2 treats it as a weak scalar).
+    scores = (q @ k.swapaxes(-1, -2)) * scale
+    weights, _ = softmax_forward(scores, mask)
+    out = weights @ v
+    return out, (q, k, v, weights, scale)
+
+
+def attention_backward(
+    d_out: np.ndarray, cache: tuple
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of attention.
+
+    Args:
+        d_out: ``(..., Lq, d_v)``.
+
+    Returns:
+        ``(dq (..., Lq, d_k), dk (..., Lk, d_k), dv (..., Lk, d_v))``.
+    """
+    q, k, v, weights, scale = cache
+    # out = weights @ v  ->  d_weights = d_out @ vᵀ,  dv = weightsᵀ @ d_out
+    d_weights = d_out @ v.swapaxes(-1, -2)
+    dv = weights.swapaxes(-1, -2) @ d_out
+    # weights = softmax(scores)  ->  the softmax Jacobian-vector product (zero where masked)
+    d_scores = softmax_backward(d_weights, (weights,))
+    # scores = (q @ kᵀ) * scale  ->  dq = d_scores @ k * scale,  dk = d_scoresᵀ @ q * scale
+    dq = (d_scores @ k) * scale
+    dk = (d_scores.swapaxes(-1, -2) @ q) * scale
+    return dq, dk, dv

@@ -1,0 +1,72 @@
+"""Layer normalization over the last axis (§3.1, step 5).
+
+    μ = mean(x),  σ² = mean((x - μ)²)  (biased, as PyTorch),  x̂ = (x - μ) / √(σ² + ε)
+    out = γ ⊙ x̂ + β
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmt_numpy.validate import float_array, same_dtype
+
+
+def layernorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, tuple]:
+    """Normalise each row of x to zero mean and unit variance, then scale and shift.
+
+    Args:
+        x: ``(..., D)``.
+        gamma: ``(D,)`` scale.
+        beta: ``(D,)`` shift.
+        eps: added to the variance inside the square root; keeps a constant row finite
+            (its x̂ is 0, not 0/0).
+
+    Returns:
+        out ``(..., D)`` and the cache.
+    """
+    float_array("x", x, min_ndim=1)
+    D = x.shape[-1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        float_array(name, p, ndim=1)
+        if p.shape != (D,):
+            raise ValueError(f"{name}: expected shape ({D},) to match x {x.shape}, got {p.shape}")
+    same_dtype(("x", "gamma", "beta"), (x, gamma, beta))
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + float(eps))
+    x_hat = centred * rstd
+    out = x_hat * gamma + beta
+    return out, (x_hat, rstd, gamma)
+
+
+def layernorm_backward(
+    d_out: np.ndarray, cache: tuple
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of layer norm.
+
+    Derivation (per row, D features): with g = d_out ⊙ γ (the gradient reaching x̂),
+    x̂ = (x - μ) r where r = (σ² + ε)^(-1/2) depends on x through μ and σ².  Collecting the
+    three paths (direct, through μ, through σ²):
+
+        dx = r (g - mean(g) - x̂ ⊙ mean(g ⊙ x̂))
+
+    Returns:
+        ``(dx (..., D), dgamma (D,), dbeta (D,))``.
+    """
+    x_hat, rstd, gamma = cache
+    D = x_hat.shape[-1]
+    # out = x̂ γ + β  ->  dγ = Σ_rows d_out x̂,  dβ = Σ_rows d_out,  dx̂ = d_out γ
+    d_rows = d_out.reshape(-1, D)
+    dgamma = (d_rows * x_hat.reshape(-1, D)).sum(axis=0)
+    dbeta = d_rows.sum(axis=0)
+    g = d_out * gamma
+    # x̂ = (x - μ) r  ->  the formula above (one pass for each of the two row means).
+    mean_g = g.mean(axis=-1, keepdims=True)
+    mean_g_xhat = (g * x_hat).mean(axis=-1, keepdims=True)
+    dx = rstd * (g - mean_g - x_hat * mean_g_xhat)
+    return dx, dgamma, dbeta

@@ -1,0 +1,63 @@
+"""Affine map ``y = x @ W + b`` (the projections X W^Q, X W^K, X W^V of §4.1).
+
+``W`` has shape ``(d_in, d_out)`` so that the code reads as the article's algebra;
+``torch.nn.functional.linear`` takes the transpose ``(d_out, d_in)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmt_numpy.validate import float_array, last_dim, same_dtype
+
+
+def linear_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple]:
+    """Compute ``x @ W + b``.
+
+    Args:
+        x: ``(..., d_in)`` any number of leading dimensions, e.g. ``(B, L, d_in)``.
+        W: ``(d_in, d_out)``.
+        b: ``(d_out,)`` or None.
+
+    Returns:
+        out ``(..., d_out)`` and the cache for :func:`linear_backward`.
+    """
+    float_array("x", x, min_ndim=1)
+    float_array("W", W, ndim=2)
+    last_dim("x", x, W.shape[0], f"W.shape[0] of W {W.shape}")
+    if b is not None:
+        float_array("b", b, ndim=1)
+        if b.shape[0] != W.shape[1]:
+            raise ValueError(f"b: expected shape ({W.shape[1]},) to match W {W.shape}, got {b.shape}")
+        same_dtype(("x", "W", "b"), (x, W, b))
+    else:
+        same_dtype(("x", "W"), (x, W))
+    out = x @ W
+    if b is not None:
+        out += b
+    return out, (x, W, b is not None)
+
+
+def linear_backward(
+    d_out: np.ndarray, cache: tuple
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``out = x @ W + b``.
+
+    Args:
+        d_out: ``(..., d_out)``, the gradient of the loss with respect to ``out``.
+
+    Returns:
+        ``(dx (..., d_in), dW (d_in, d_out), db (d_out,) or None when there was no bias)``.
+    """
+    x, W, has_bias = cache
+    # out = x @ W  ->  dx = d_out @ W^T and dW = x^T @ d_out, with every leading
+    # dimension of x folded into the rows so that one matmul sums over batch and time.
+    dx = d_out @ W.T
+    x_rows = x.reshape(-1, x.shape[-1])
+    d_rows = d_out.reshape(-1, d_out.shape[-1])
+    dW = x_rows.T @ d_rows
+    # out += b (broadcast over rows)  ->  db = sum of d_out over all rows.
+    db = d_rows.sum(axis=0) if has_bias else None
+    return dx, dW, db

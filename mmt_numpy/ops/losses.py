@@ -1,0 +1,88 @@
+"""Losses over logits.
+
+Cross-entropy is the loss of classification and of masked-token prediction (§2.2): the
+positions that were not masked carry ``ignore_index`` and contribute nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmt_numpy.validate import float_array
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """``(..., C)`` log-probabilities, computed stably as x - max - log Σ exp(x - max)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def cross_entropy_forward(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> tuple[np.ndarray, tuple]:
+    """Cross-entropy ``-log softmax(logits)[target]``, averaged over non-ignored targets.
+
+    Args:
+        logits: ``(..., C)`` unnormalised scores, e.g. ``(B, L, vocab)``.
+        targets: ``(...)`` integer class ids in ``[0, C)`` or ``ignore_index``.
+        ignore_index: targets equal to it contribute neither loss nor gradient.
+        reduction: ``"mean"`` (over non-ignored targets), ``"sum"`` or ``"none"``.
+
+    Returns:
+        loss (a 0-d array, or ``(...)`` for ``"none"``) and the cache.  When every target
+        is ignored the mean is 0 with zero gradient (PyTorch returns NaN there).
+    """
+    float_array("logits", logits, min_ndim=1)
+    targets = np.asarray(targets)
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"targets: expected an integer array of class ids, got {targets.dtype}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets: expected shape {logits.shape[:-1]} (logits {logits.shape} without "
+            f"its class axis), got {targets.shape}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+    C = logits.shape[-1]
+    valid = targets != ignore_index
+    if np.any((targets[valid] < 0) | (targets[valid] >= C)):
+        raise ValueError(f"targets: expected ids in [0, {C}) or {ignore_index}, got out of range")
+    safe_targets = np.where(valid, targets, 0)
+    log_probs = log_softmax(logits)
+    picked = np.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
+    losses = np.where(valid, -picked, 0.0).astype(logits.dtype)
+    count = int(valid.sum())
+    if reduction == "none":
+        loss = losses
+    elif reduction == "sum":
+        loss = losses.sum()
+    else:
+        loss = losses.sum() / max(count, 1)
+    return np.asarray(loss, dtype=logits.dtype), (log_probs, safe_targets, valid, count, reduction)
+
+
+def cross_entropy_backward(d_loss: np.ndarray | float, cache: tuple) -> np.ndarray:
+    """``d_logits (..., C)`` (the integer targets have no gradient).
+
+    loss_n = -log_probs[n, t_n] and d log_probs[n, t] / d logits[n, c] = δ_tc - softmax_c,
+    so d loss_n / d logits[n] = softmax(logits[n]) - onehot(t_n), zero where ignored.
+    """
+    log_probs, safe_targets, valid, count, reduction = cache
+    grad = np.exp(log_probs)
+    np.put_along_axis(
+        grad, safe_targets[..., None],
+        np.take_along_axis(grad, safe_targets[..., None], axis=-1) - 1.0, axis=-1,
+    )
+    grad *= valid[..., None]
+    d_loss = np.asarray(d_loss, dtype=log_probs.dtype)
+    if reduction == "none":
+        return grad * d_loss[..., None]
+    if reduction == "mean":
+        # loss = Σ losses / count  ->  each loss_n gets d_loss / count
+        d_loss = d_loss / max(count, 1)
+    return grad * d_loss

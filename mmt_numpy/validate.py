@@ -1,0 +1,66 @@
+"""Argument checking for the public entry points.
+
+Every error names the argument and says what was expected and what arrived, so a reader
+sees ``ValueError: k: expected last dimension 8 (to match q), got shape (2, 5, 4)``
+instead of a NumPy broadcasting message from deep inside a matmul.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def float_array(name: str, x: object, ndim: int | None = None, min_ndim: int = 0) -> np.ndarray:
+    """Return ``x`` if it is a float32/float64 ndarray of the right rank, else raise.
+
+    Integer or boolean arrays are refused (TypeError) rather than silently cast: a model
+    fed token ids where it expects features is a bug worth hearing about.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if x.dtype.type not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {x.shape}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {x.shape}")
+    return x
+
+
+def same_dtype(names: tuple[str, ...], arrays: tuple[np.ndarray, ...]) -> None:
+    """Refuse mixed float32/float64 inputs: the result's precision would be ambiguous."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) > 1:
+        listed = ", ".join(f"{n}={a.dtype}" for n, a in zip(names, arrays, strict=True))
+        raise TypeError(f"expected one dtype for {', '.join(names)}, got {listed}")
+
+
+def last_dim(name: str, x: np.ndarray, size: int, against: str) -> None:
+    """Check that ``x.shape[-1] == size`` (``against`` names where ``size`` came from)."""
+    if x.shape[-1] != size:
+        raise ValueError(
+            f"{name}: expected last dimension {size} (to match {against}), got shape {x.shape}"
+        )
+
+
+def bool_mask(name: str, mask: object, target_shape: tuple[int, ...]) -> np.ndarray:
+    """Check a boolean mask (True = may attend) that broadcasts to ``target_shape``."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{name}: expected a boolean numpy array, got {type(mask).__name__}")
+    if mask.dtype != np.bool_:
+        raise TypeError(
+            f"{name}: expected dtype bool (True = may attend), got {mask.dtype}; "
+            "build one with causal_mask/padding_mask or compare, e.g. ids != pad_id"
+        )
+    try:
+        np.broadcast_shapes(mask.shape, target_shape)
+        broadcast_ok = np.broadcast_shapes(mask.shape, target_shape) == tuple(target_shape)
+    except ValueError:
+        broadcast_ok = False
+    if not broadcast_ok:
+        raise ValueError(
+            f"{name}: expected a shape that broadcasts to {tuple(target_shape)}, got {mask.shape}"
+        )
+    return mask
