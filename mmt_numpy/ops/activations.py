@@ -41,7 +41,9 @@ def relu_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:
     """Φ(x) = (1 + erf(x / √2)) / 2, computed in float64 and returned in x's dtype."""
-    erf = _erf(x.astype(np.float64) / math.sqrt(2.0)).astype(np.float64)
+    # np.asarray, not .astype: on a 0-d input frompyfunc returns a plain Python float,
+    # which has no .astype (gelu_forward(np.array(0.5)) used to raise AttributeError).
+    erf = np.asarray(_erf(x.astype(np.float64) / math.sqrt(2.0)), dtype=np.float64)
     return (0.5 * (1.0 + erf)).astype(x.dtype)
 
 

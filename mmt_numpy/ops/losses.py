@@ -50,8 +50,13 @@ def cross_entropy_forward(
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
     C = logits.shape[-1]
     valid = targets != ignore_index
-    if np.any((targets[valid] < 0) | (targets[valid] >= C)):
-        raise ValueError(f"targets: expected ids in [0, {C}) or {ignore_index}, got out of range")
+    out_of_range = valid & ((targets < 0) | (targets >= C))
+    if np.any(out_of_range):
+        bad = np.unique(targets[out_of_range]).tolist()
+        raise ValueError(
+            f"targets: expected ids in [0, {C}) (C = logits.shape[-1] of {logits.shape}) or "
+            f"ignore_index {ignore_index}, got {bad}"
+        )
     safe_targets = np.where(valid, targets, 0)
     log_probs = log_softmax(logits)
     picked = np.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
