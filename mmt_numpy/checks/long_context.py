@@ -1,0 +1,62 @@
+"""Gradient checks of the long-context ops: blocked (flash) attention under every mask kind,
+with block sizes that do and do not divide the lengths, and rotary position embeddings."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from mmt_numpy import ops
+from mmt_numpy.checks import Case
+from mmt_numpy.gradcheck import GradcheckReport, check_op
+
+ORDER = 30
+
+
+def _randn(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# name -> (Lq, Lk, block_size, keyword arguments of flash_attention_forward).  Block sizes
+# that divide the lengths (8 by 4, 6 by 2) and that do not (5 and 7 by 3, 7 by 4 and 2);
+# "all masks" is causal + window 2 + key_lengths [5, 3] with 1x1 tiles.
+_FLASH = {
+    "5x7, block 3": (5, 7, 3, {}),
+    "8x8, block 4": (8, 8, 4, {}),
+    "causal, block 2": (6, 6, 2, {"causal": True}),
+    "causal, 7x5, block 4": (7, 5, 4, {"causal": True}),
+    "window 2, block 3": (7, 7, 3, {"window": 2}),
+    "causal+window 3, block 2": (7, 7, 2, {"causal": True, "window": 3}),
+    "lengths [0, 4], block 3": (5, 6, 3, {"key_lengths": np.array([0, 4])}),
+    "all masks, block 1": (6, 6, 1, {"causal": True, "window": 2, "key_lengths": np.array([5, 3])}),
+    "scale 0.3, one tile": (4, 6, 64, {"scale": 0.3}),
+}
+
+
+def _flash(name: str) -> GradcheckReport:
+    Lq, Lk, block_size, kwargs = _FLASH[name]
+    B, H, d_k, d_v = 2, 2, 3, 2
+    inputs = {"q": _randn(31, B, H, Lq, d_k), "k": _randn(32, B, H, Lk, d_k), "v": _randn(33, B, H, Lk, d_v)}
+    return check_op(
+        ops.flash_attention_forward, ops.flash_attention_backward, inputs,
+        kwargs={**kwargs, "block_size": block_size}, name=f"flash ({name})",
+    )
+
+
+def _rope(kind: str) -> GradcheckReport:
+    x = _randn(34, 2, 3, 5, 6)
+    kwargs: dict = {}
+    if kind == "float positions, base 100":
+        kwargs = {"positions": np.array([[0.0, 1.5, 3.0, 7.0, 9.5], [4.0, 5.0, 6.0, 7.0, 8.0]])[:, None, :],
+                  "base": 100.0}
+    return check_op(ops.rope_forward, ops.rope_backward, {"x": x}, kwargs=kwargs, name=f"rope ({kind})")
+
+
+CASES = [
+    *[Case(f"flash ({name})", partial(_flash, name)) for name in _FLASH],
+    *[
+        Case(f"rope ({kind})", partial(_rope, kind))
+        for kind in ("positions 0..L-1", "float positions, base 100")
+    ],
+]
