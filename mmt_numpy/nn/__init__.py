@@ -1,5 +1,46 @@
 """Modules that own parameters and call the ops (the ``torch.nn`` of mmt_numpy)."""
 
+from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention
+from mmt_numpy.nn.coattention import CoAttentionLayer
+from mmt_numpy.nn.dropout import Dropout
+from mmt_numpy.nn.embedding import (
+    Embedding,
+    LearnedPositionalEmbedding,
+    ModalityEmbedding,
+    SinusoidalPositionalEncoding,
+)
+from mmt_numpy.nn.encoder import TransformerEncoder, TransformerEncoderLayer
+from mmt_numpy.nn.feedforward import Activation, FeedForward
+from mmt_numpy.nn.fusion import FeatureFusion, TensorFusion, VectorFusion
+from mmt_numpy.nn.layernorm import LayerNorm
+from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, Parameter
+from mmt_numpy.nn.multimodal import MultimodalTransformer
+from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
 
-__all__ = ["Module", "Parameter"]
+__all__ = [
+    "Activation",
+    "ArticleCrossAttention",
+    "CoAttentionLayer",
+    "Dropout",
+    "Embedding",
+    "FeatureFusion",
+    "FeedForward",
+    "LayerNorm",
+    "LearnedPositionalEmbedding",
+    "Linear",
+    "ModalityEmbedding",
+    "Module",
+    "MultiHeadAttention",
+    "MultimodalTransformer",
+    "Parameter",
+    "SinusoidalPositionalEncoding",
+    "TensorFusion",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "VectorFusion",
+    "load",
+    "load_state_dict",
+    "save",
+    "state_dict",
+]

@@ -1,0 +1,122 @@
+"""Gradient checks of the embeddings, the §5 MultimodalTransformer and the §3.2 co-attention
+layer: every float input and every parameter, float64, parameters moved off their initial
+values.  Key biases (``b_k``) have an exact gradient of 0 and are judged as
+:mod:`mmt_numpy.checks.nn` explains; tensors above ``max_elements`` entries (the whole
+model's larger weights) are checked along random directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import numpy as np
+
+from mmt_numpy import nn
+from mmt_numpy.checks import Case
+from mmt_numpy.checks.nn import check_attention_module
+from mmt_numpy.gradcheck import GradcheckReport, check_module
+from mmt_numpy.nn.module import Module, Parameter
+
+ORDER = 20
+
+
+def _randn(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _randomize(module: Module, seed: int) -> Module:
+    """Move every parameter to a random point (γ near 1, everything else N(0, 0.5²))."""
+    rng = np.random.default_rng(seed)
+    for name, p in module.named_parameters():
+        noise = 0.5 * rng.standard_normal(p.shape)
+        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
+    return module
+
+
+class BothOutputs(Module):
+    """A two-output module (``forward -> (a, b)``, ``backward(da, db)``) seen as a one-output one.
+
+    ``check_module`` draws one upstream gradient shaped like the output, so the two outputs
+    are flattened and joined, and the backward splits the joint gradient again.  The
+    parameters are the wrapped module's, under their own names.
+    """
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        return self.module.named_parameters(prefix)
+
+    def forward(self, *inputs: np.ndarray, **kwargs: object) -> np.ndarray:
+        a, b = self.module.forward(*inputs, **kwargs)
+        self._cache = (a.shape, b.shape)
+        return np.concatenate([a.reshape(-1), b.reshape(-1)])
+
+    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape_a, shape_b = self._saved()
+        n = int(np.prod(shape_a))
+        # out = [a.ravel() ; b.ravel()]  ->  split and reshape
+        return self.module.backward(d_out[:n].reshape(shape_a), d_out[n:].reshape(shape_b))
+
+
+def _embedding() -> GradcheckReport:
+    m = _randomize(nn.Embedding(5, 3, rng=30), 31)
+    ids = np.array([[1, 3, 1, 1], [0, 3, 4, 1]])  # id 1 four times, id 3 twice, id 2 never
+    return check_module(m, {"ids": ids}, name="Embedding (repeated ids)")
+
+
+def _positional(kind: str) -> GradcheckReport:
+    if kind == "sinusoidal":
+        m: Module = nn.SinusoidalPositionalEncoding(6, 4)
+    else:
+        m = _randomize(nn.LearnedPositionalEmbedding(6, 4, rng=32), 33)
+    # L = 4 < max_len = 6: the rows of positions 4 and 5 must get a zero gradient.
+    return check_module(m, {"x": _randn(34, 2, 4, 4)}, name=f"{type(m).__name__} (L < max)")
+
+
+def _modality() -> GradcheckReport:
+    m = _randomize(nn.ModalityEmbedding(3, 4, rng=35), 36)
+    modality = np.array([0, 0, 2, 2, 2])  # two text tokens, three image patches, type 1 unused
+    return check_module(m, {"x": _randn(37, 2, 5, 4)}, kwargs={"modality": modality},
+                        name="ModalityEmbedding")
+
+
+def _multimodal(positional: str, norm_first: bool, hidden: int = 4) -> GradcheckReport:
+    m = nn.MultimodalTransformer(5, 6, hidden, 2, 2, 3, d_ff=hidden + 2, max_len=8, positional=positional,
+                                 norm_first=norm_first, final_norm=norm_first, rng=38)
+    _randomize(m, 39)
+    inputs = {"text": _randn(40, 2, 4, 5), "image": _randn(41, 2, 3, 6)}
+    kwargs = {"text_lengths": np.array([4, 2]), "image_lengths": np.array([2, 3])}
+    name = _multimodal_name(positional, norm_first, hidden)
+    return check_attention_module(m, inputs, kwargs=kwargs, name=name)
+
+
+def _multimodal_name(positional: str, norm_first: bool, hidden: int) -> str:
+    variant = "pre-LN" if norm_first else "post-LN"
+    pe = "sin PE" if positional == "sinusoidal" else "learned PE"
+    return f"Multimodal §5 ({variant}, {pe}, D={hidden})"
+
+
+def _coattention() -> GradcheckReport:
+    m = _randomize(nn.CoAttentionLayer(4, 6, 2, 5, activation="gelu", rng=42), 43)
+    inputs = {"text": _randn(44, 2, 3, 4), "image": _randn(45, 2, 4, 6)}
+    kwargs = {"text_mask": np.array([[True, True, True], [True, True, False]]),
+              "image_mask": np.array([[True, True, True, True], [True, False, False, False]])}
+    return check_attention_module(BothOutputs(m), inputs, kwargs=kwargs,
+                                  name="CoAttentionLayer (§3.2, padding)")
+
+
+CASES = [
+    Case("Embedding (repeated ids)", _embedding),
+    Case("SinusoidalPositionalEncoding (L < max)", partial(_positional, "sinusoidal")),
+    Case("LearnedPositionalEmbedding (L < max)", partial(_positional, "learned")),
+    Case("ModalityEmbedding", _modality),
+    # Two layers, padding in both modalities.  With D = 16 the feed-forward weights (16x18,
+    # 18x16) have more than max_elements entries and are checked along random directions.
+    *[
+        Case(_multimodal_name(*variant), partial(_multimodal, *variant))
+        for variant in (("sinusoidal", False, 4), ("learned", True, 4), ("sinusoidal", False, 16))
+    ],
+    Case("CoAttentionLayer (§3.2, padding)", _coattention),
+]

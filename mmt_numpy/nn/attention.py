@@ -1,0 +1,282 @@
+"""Multi-head attention (§4.1) and the article's own cross-attention (§4.2).
+
+``MultiHeadAttention`` is what ``torch.nn.MultiheadAttention`` computes: project, split
+into heads, scaled dot-product attention in every head at once, merge, project again.
+Called with one sequence it is self-attention; with a second sequence (``key_value``) it
+is cross-attention, e.g. text queries over image features.
+
+``ArticleCrossAttention`` is §4.2 taken literally, with its quirks: no value or output
+projection and a built-in residual.  It is here so a reader can run the formula as
+printed and compare it with the usual form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmt_numpy import ops
+from mmt_numpy.nn.linear import module_input, positive_int
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
+from mmt_numpy.validate import bool_mask
+
+
+def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
+    """``(B, L, D)`` -> ``(B, H, L, D/H)``: head h takes features ``h·D/H … (h+1)·D/H − 1``."""
+    B, L, D = x.shape
+    return x.reshape(B, L, num_heads, D // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: np.ndarray) -> np.ndarray:
+    """``(B, H, L, D/H)`` -> ``(B, L, D)``, the inverse of :func:`split_heads` (the Concat of §4.1)."""
+    B, H, L, Dh = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, L, H * Dh)
+
+
+def _xavier_uniform(gen: np.random.Generator, d_in: int, d_out: int, dtype: np.dtype) -> np.ndarray:
+    """Glorot/Xavier uniform ``(d_in, d_out)``: bound √(6 / (d_in + d_out))."""
+    bound = math.sqrt(6.0 / (d_in + d_out))
+    return gen.uniform(-bound, bound, (d_in, d_out)).astype(dtype)
+
+
+class MultiHeadAttention(Module):
+    """Multi-head attention, self or cross.
+
+    With ``H = num_heads`` and ``d_h = d_model / H``::
+
+        Q = query W_q + b_q            (B, Lq, d_model)
+        K = key_value W_k + b_k        (B, Lk, d_model)
+        V = key_value W_v + b_v        (B, Lk, d_model)
+        head_h = softmax(Q_h K_hᵀ / √d_h) V_h, all heads in one batched matmul (B, H, Lq, d_h)
+        out = Concat(head_1 … head_H) W_o + b_o          (B, Lq, d_model)
+
+    §4.1 writes the projections twice (``Q = X W^Q``, then ``head_i = Attention(Q W_i^Q, …)``);
+    one projection per input is what implementations do, and a product of two matrices is
+    just another matrix.
+
+    Parameters (PyTorch stores every weight transposed; its ``in_proj_weight`` is
+    ``[W_qᵀ; W_kᵀ; W_vᵀ]`` stacked, ``out_proj.weight`` is ``W_oᵀ``):
+        W_q ``(d_model, d_model)``, W_k and W_v ``(kv_dim, d_model)``, W_o
+        ``(d_model, d_model)``, Xavier-uniform as PyTorch; b_q, b_k, b_v, b_o ``(d_model,)``,
+        zeros (absent with ``bias=False``).
+
+    Args:
+        d_model: width of the queries and of the output.
+        num_heads: must divide ``d_model``.
+        bias: whether to learn the four biases.
+        kv_dim: width of ``key_value`` when it differs from ``d_model`` (PyTorch's
+            ``kdim``/``vdim``), e.g. image features of width 768 attended by text of width 512.
+        dtype, rng: parameter dtype (float64 or float32) and the initialisation's generator.
+
+    One fact worth seeing in the gradients: ``b_k`` always gets a zero gradient.  It adds
+    ``q_i · b_k`` to every score of query row i, and a softmax ignores a shift shared by a
+    whole row, so the key bias cannot change the output (PyTorch keeps it all the same).
+
+    PyTorch's ``dropout=`` on the attention weights is not implemented: the module has no
+    dropout, so it matches ``nn.MultiheadAttention(dropout=0.0)``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, bias: bool = True, *, kv_dim: int | None = None,
+                 dtype: object = np.float64, rng: RngLike = None) -> None:
+        self.d_model = positive_int("d_model", d_model)
+        self.num_heads = positive_int("num_heads", num_heads)
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"num_heads: expected a divisor of d_model={self.d_model} (each head gets "
+                f"d_model/num_heads features), got {self.num_heads}"
+            )
+        self.kv_dim = self.d_model if kv_dim is None else positive_int("kv_dim", kv_dim)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        D, E = self.d_model, self.kv_dim
+        if E == D:
+            # PyTorch draws its stacked in_proj_weight (3D, D) as one Xavier matrix, so each
+            # projection gets the bound √(6 / 4D); we draw the same and split the columns.
+            W_qkv = _xavier_uniform(gen, D, 3 * D, self.dtype)
+            W_q, W_k, W_v = W_qkv[:, :D], W_qkv[:, D:2 * D], W_qkv[:, 2 * D:]
+        else:  # separate q/k/v_proj_weight in PyTorch, each its own Xavier matrix
+            W_q, W_k, W_v = (_xavier_uniform(gen, n, D, self.dtype) for n in (D, E, E))
+        self.W_q, self.W_k, self.W_v = Parameter(W_q), Parameter(W_k), Parameter(W_v)
+        # PyTorch initialises out_proj as an nn.Linear: uniform in ±1/√d_model.
+        self.W_o = Parameter(gen.uniform(-1 / math.sqrt(D), 1 / math.sqrt(D), (D, D)).astype(self.dtype))
+        # Biases start at zero, as PyTorch's in_proj_bias and out_proj.bias.
+        self.b_q = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
+        self.b_k = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
+        self.b_v = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
+        self.b_o = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
+        self.attn_weights: np.ndarray | None = None
+
+    def _bias(self, p: Parameter | None) -> np.ndarray | None:
+        return None if p is None else p.data
+
+    def forward(self, query: np.ndarray, key_value: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """Attend from ``query`` to ``key_value`` (or to ``query`` itself).
+
+        Args:
+            query: ``(B, Lq, d_model)``.
+            key_value: ``(B, Lk, kv_dim)``, or None for self-attention (then Lk = Lq).
+            mask: bool broadcastable to ``(B, H, Lq, Lk)``, True = may attend; e.g.
+                ``ops.padding_mask(lengths, Lk)`` ``(B, 1, 1, Lk)`` or
+                ``ops.causal_mask(Lq)`` ``(Lq, Lk)``.  A query row with every key masked
+                gets a zero attention output, so its output row is ``b_o`` (never NaN).
+
+        Returns:
+            ``(B, Lq, d_model)``.  ``self.attn_weights`` keeps the weights ``(B, H, Lq, Lk)``.
+        """
+        owner = f"MultiHeadAttention(d_model={self.d_model})"
+        module_input("query", query, self.d_model, self.dtype, owner, ndim=3)
+        self_attention = key_value is None
+        if self_attention:
+            if self.kv_dim != self.d_model:
+                raise ValueError(
+                    f"key_value: required, since kv_dim={self.kv_dim} differs from "
+                    f"d_model={self.d_model} (self-attention needs kv_dim == d_model)"
+                )
+            key_value = query
+        else:
+            module_input("key_value", key_value, self.kv_dim, self.dtype,
+                         f"MultiHeadAttention(kv_dim={self.kv_dim})", ndim=3)
+            if key_value.shape[0] != query.shape[0]:
+                raise ValueError(
+                    f"key_value: expected batch size {query.shape[0]} (as query {query.shape}), "
+                    f"got shape {key_value.shape}"
+                )
+        B, Lq, _ = query.shape
+        Lk = key_value.shape[1]
+        H = self.num_heads
+        if mask is not None:
+            bool_mask("mask", mask, (B, H, Lq, Lk))
+
+        q, cache_q = ops.linear_forward(query, self.W_q.data, self._bias(self.b_q))
+        k, cache_k = ops.linear_forward(key_value, self.W_k.data, self._bias(self.b_k))
+        v, cache_v = ops.linear_forward(key_value, self.W_v.data, self._bias(self.b_v))
+        heads, cache_attn = ops.attention_forward(
+            split_heads(q, H), split_heads(k, H), split_heads(v, H), mask
+        )
+        out, cache_o = ops.linear_forward(merge_heads(heads), self.W_o.data, self._bias(self.b_o))
+        self.attn_weights = cache_attn[3]
+        self._cache = (self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o)
+        return out
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Backward of :meth:`forward`; adds into every parameter's ``.grad``.
+
+        Args:
+            d_out: ``(B, Lq, d_model)``.
+
+        Returns:
+            self-attention: ``d_query (B, Lq, d_model)`` (the sum of its three uses, as
+            query, key and value); cross-attention: ``(d_query (B, Lq, d_model),
+            d_key_value (B, Lk, kv_dim))``.
+        """
+        self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o = self._saved()
+        H = self.num_heads
+        # out = merge_heads(heads) @ W_o + b_o
+        d_merged, dW_o, db_o = ops.linear_backward(d_out, cache_o)
+        # heads = attention(split(q), split(k), split(v)); split/merge are reshapes, so their
+        # backward is the inverse reshape.
+        dq_h, dk_h, dv_h = ops.attention_backward(split_heads(d_merged, H), cache_attn)
+        # q = query @ W_q + b_q,  k = key_value @ W_k + b_k,  v = key_value @ W_v + b_v
+        d_query, dW_q, db_q = ops.linear_backward(merge_heads(dq_h), cache_q)
+        d_kv_from_k, dW_k, db_k = ops.linear_backward(merge_heads(dk_h), cache_k)
+        d_kv_from_v, dW_v, db_v = ops.linear_backward(merge_heads(dv_h), cache_v)
+        for p, g in ((self.W_q, dW_q), (self.W_k, dW_k), (self.W_v, dW_v), (self.W_o, dW_o),
+                     (self.b_q, db_q), (self.b_k, db_k), (self.b_v, db_v), (self.b_o, db_o)):
+            if p is not None:
+                p.grad += g
+        d_key_value = d_kv_from_k + d_kv_from_v
+        if self_attention:
+            # key_value was query: the three paths meet again.
+            return d_query + d_key_value
+        return d_query, d_key_value
+
+    def __repr__(self) -> str:
+        kv = "" if self.kv_dim == self.d_model else f", kv_dim={self.kv_dim}"
+        return f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}{kv})"
+
+
+class ArticleCrossAttention(Module):
+    """Cross-attention exactly as §4.2 prints it (one head, no value/output projection)::
+
+        Q = X W^Q          (B, Lx, d_k)
+        K = Y W^K          (B, Ly, d_k)
+        X' = X + softmax(Q Kᵀ / √d_k) Y          (B, Lx, d_model)
+
+    The values are the raw features ``Y`` (V = Y), and the result is added to ``X``.  Both
+    force ``Y`` to have the width of ``X``: text of width 512 cannot attend over image
+    features of width 768 this way, which is why :class:`MultiHeadAttention` (with
+    ``kv_dim``) projects the values and the output.  A ``y`` of another width is refused.
+
+    Parameters:
+        W_q ``(d_model, d_k)``, W_k ``(d_model, d_k)``, Xavier-uniform; no biases (the
+        article has none).
+
+    Args:
+        d_model: the width of both X and Y.
+        d_k: the width of queries and keys (default ``d_model``).
+        dtype, rng: parameter dtype and the initialisation's generator.
+    """
+
+    def __init__(self, d_model: int, d_k: int | None = None, *, dtype: object = np.float64,
+                 rng: RngLike = None) -> None:
+        self.d_model = positive_int("d_model", d_model)
+        self.d_k = self.d_model if d_k is None else positive_int("d_k", d_k)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        self.W_q = Parameter(_xavier_uniform(gen, self.d_model, self.d_k, self.dtype))
+        self.W_k = Parameter(_xavier_uniform(gen, self.d_model, self.d_k, self.dtype))
+        self.attn_weights: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``X' = X + Attention(X W^Q, Y W^K, Y)``.
+
+        Args:
+            x: ``(B, Lx, d_model)`` the modality being updated (the queries).
+            y: ``(B, Ly, d_model)`` the other modality (keys and values).
+            mask: bool broadcastable to ``(B, 1, Lx, Ly)`` (one head), True = may attend.
+
+        Returns:
+            ``(B, Lx, d_model)``; ``self.attn_weights`` keeps ``(B, 1, Lx, Ly)``.
+        """
+        owner = f"ArticleCrossAttention(d_model={self.d_model})"
+        module_input("x", x, self.d_model, self.dtype, owner, ndim=3)
+        if isinstance(y, np.ndarray) and y.ndim == 3 and y.shape[-1] != self.d_model:
+            raise ValueError(
+                f"y: expected last dimension {self.d_model} (as x): §4.2 uses V = Y and adds the "
+                f"result to X, so Y must have X's width; got shape {y.shape}. Project y first, "
+                "or use MultiHeadAttention(..., kv_dim=...)"
+            )
+        module_input("y", y, self.d_model, self.dtype, owner, ndim=3)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y: expected batch size {x.shape[0]} (as x {x.shape}), got shape {y.shape}")
+        B, Lx, _ = x.shape
+        if mask is not None:
+            bool_mask("mask", mask, (B, 1, Lx, y.shape[1]))
+        q, cache_q = ops.linear_forward(x, self.W_q.data)
+        k, cache_k = ops.linear_forward(y, self.W_k.data)
+        # One head: (B, L, ·) -> (B, 1, L, ·), so masks and weights have the multi-head layout.
+        attended, cache_attn = ops.attention_forward(q[:, None], k[:, None], y[:, None], mask)
+        out, cache_res = ops.residual_forward(x, attended[:, 0])
+        self.attn_weights = cache_attn[3]
+        self._cache = (cache_q, cache_k, cache_attn, cache_res)
+        return out
+
+    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``d_out (B, Lx, d_model)`` -> ``(dx (B, Lx, d_model), dy (B, Ly, d_model))``."""
+        cache_q, cache_k, cache_attn, cache_res = self._saved()
+        # X' = X + attended  ->  X gets d_out directly (the residual path)
+        dx_residual, d_attended = ops.residual_backward(d_out, cache_res)
+        # attended = Attention(q, k, Y)  ->  dq, dk and dV = the value path into Y
+        dq, dk, dy_value = ops.attention_backward(d_attended[:, None], cache_attn)
+        # q = X W^Q,  k = Y W^K
+        dx_query, dW_q, _ = ops.linear_backward(dq[:, 0], cache_q)
+        dy_key, dW_k, _ = ops.linear_backward(dk[:, 0], cache_k)
+        self.W_q.grad += dW_q
+        self.W_k.grad += dW_k
+        # X is used twice (residual, query); Y twice (key, value).
+        return dx_residual + dx_query, dy_key + dy_value[:, 0]
+
+    def __repr__(self) -> str:
+        return f"ArticleCrossAttention(d_model={self.d_model}, d_k={self.d_k})"

@@ -1,0 +1,44 @@
+"""``Dropout``: inverted dropout while training, the identity in evaluation mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmt_numpy import ops
+from mmt_numpy.nn.module import Module, RngLike, as_generator
+from mmt_numpy.validate import float_array
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` and scale the survivors by ``1/(1 − p)``.
+
+    In evaluation mode (``.eval()``) or with ``p = 0`` it is the identity, as
+    ``torch.nn.Dropout``.
+
+    Args:
+        p: the drop probability, in [0, 1].
+        rng: a ``np.random.Generator`` or an int seed; it draws every mask, so the same seed
+            gives the same masks.  Modules that contain dropouts pass their own generator.
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: RngLike = None) -> None:
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise TypeError(f"p: expected a probability in [0, 1], got {type(p).__name__} {p!r}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = as_generator(rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (...)`` -> ``(...)`` of the same shape and dtype."""
+        float_array("x", x)
+        out, self._cache = ops.dropout_forward(x, self.p, self.rng, training=self.training)
+        return out
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (...)`` -> ``dx (...)``: the same mask and scale as the forward."""
+        # out = x * scaled_keep  ->  dx = d_out * scaled_keep
+        return ops.dropout_backward(d_out, self._saved())
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"

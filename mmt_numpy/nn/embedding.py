@@ -1,0 +1,241 @@
+"""Embeddings: token lookup, positions and modality types (the input embedding of §3.1, step 1).
+
+Self-attention treats its input as a *set*: permute the positions and the outputs permute
+with them.  Order therefore has to be written into the vectors themselves, and so does
+the modality when text and image tokens share one sequence (§5; the article's code adds
+neither, and its closing note lists the positional encoding as missing).
+
+* :class:`Embedding` looks rows up in a learned table (token ids -> vectors).
+* :class:`SinusoidalPositionalEncoding` adds the fixed sin/cos code of Vaswani et al.
+* :class:`LearnedPositionalEmbedding` adds a learned vector per position (BERT, ViT).
+* :class:`ModalityEmbedding` adds a learned vector per modality (BERT's segment or
+  "token type" embedding, VisualBERT's text/image types).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmt_numpy.nn.linear import module_input, positive_int
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
+
+
+def int_ids(name: str, ids: object, high: int, what: str) -> np.ndarray:
+    """Check an integer id array with values in ``[0, high)``; ``what`` names the table."""
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{name}: expected an integer numpy array, got {type(ids).__name__}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer dtype (ids index rows of {what}), got {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= high):
+        raise ValueError(
+            f"{name}: expected ids in [0, {high}) for {what}, got values from {ids.min()} to {ids.max()}"
+        )
+    return ids
+
+
+def sinusoidal_table(max_len: int, dim: int) -> np.ndarray:
+    """The fixed ``(max_len, dim)`` float64 code of "Attention Is All You Need" (§3.5 there).
+
+    ``PE[pos, 2i] = sin(pos / 10000^(2i/dim))`` and ``PE[pos, 2i+1] = cos(pos / 10000^(2i/dim))``:
+    each pair of columns is a sine/cosine of one frequency, from one cycle per 2π positions
+    down to one per 10000·2π, so nearby positions get similar codes and
+    ``PE[pos + k]`` is a fixed rotation of ``PE[pos]`` in every pair.  An odd ``dim`` drops
+    the last cosine column.
+    """
+    positions = np.arange(max_len, dtype=np.float64)[:, None]  # (max_len, 1)
+    frequencies = np.exp(-math.log(10000.0) * np.arange(0, dim, 2, dtype=np.float64) / dim)  # (ceil(dim/2),)
+    angles = positions * frequencies  # (max_len, ceil(dim/2))
+    table = np.empty((max_len, dim))
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : dim // 2])
+    return table
+
+
+def _sequence_input(name: str, x: object, dim: int, max_len: int, dtype: np.dtype, owner: str) -> np.ndarray:
+    """Check ``x (B, L, dim)`` with ``L <= max_len``."""
+    module_input(name, x, dim, dtype, owner, ndim=3)
+    if x.shape[1] > max_len:
+        raise ValueError(
+            f"{name}: sequence length {x.shape[1]} exceeds max_len={max_len} of {owner}; "
+            f"got shape {x.shape}"
+        )
+    return x
+
+
+class Embedding(Module):
+    """A learned lookup table: id ``i`` becomes row ``i`` of ``weight`` (``torch.nn.Embedding``).
+
+    Parameters:
+        weight: ``(num_embeddings, dim)``, initialised N(0, 1) as PyTorch.
+
+    Args:
+        num_embeddings: the number of ids (the vocabulary size).
+        dim: the width of each vector.
+        dtype, rng: parameter dtype and the initialisation's generator.
+    """
+
+    def __init__(self, num_embeddings: int, dim: int, *, dtype: object = np.float64,
+                 rng: RngLike = None) -> None:
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
+        self.dim = positive_int("dim", dim)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        self.weight = Parameter(gen.standard_normal((self.num_embeddings, self.dim)).astype(self.dtype))
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        """``ids (B, L)`` integers in ``[0, num_embeddings)`` (any shape works) -> ``(B, L, dim)``."""
+        int_ids("ids", ids, self.num_embeddings, f"Embedding({self.num_embeddings}, {self.dim})")
+        self._cache = ids
+        return self.weight.data[ids]
+
+    def backward(self, d_out: np.ndarray) -> None:
+        """Add ``d_out (B, L, dim)`` into the rows of ``weight.grad`` that were looked up.
+
+        Returns None: the ids are integers, and nothing can be differentiated with respect
+        to them (``check_module`` skips a None gradient).
+        """
+        ids = self._saved()
+        # out = weight[ids]  ->  row ids[b, l] of dweight collects d_out[b, l].  An id used
+        # twice must collect twice: np.add.at accumulates over repeated indices, whereas
+        # ``grad[ids] += d_out`` would keep only one of them (buffered fancy assignment).
+        np.add.at(self.weight.grad, ids, d_out)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Embedding(num_embeddings={self.num_embeddings}, dim={self.dim})"
+
+
+class SinusoidalPositionalEncoding(Module):
+    """``x + PE[:L]``: the fixed sinusoidal code of :func:`sinusoidal_table`, no parameters.
+
+    The table is a constant buffer, so ``named_parameters()`` is empty and the backward
+    passes the gradient straight through.
+
+    Args:
+        max_len: the longest sequence accepted.
+        dim: the feature width.
+        dtype: float64 (default) or float32, the dtype of the table and of accepted inputs.
+    """
+
+    def __init__(self, max_len: int, dim: int, *, dtype: object = np.float64) -> None:
+        self.max_len = positive_int("max_len", max_len)
+        self.dim = positive_int("dim", dim)
+        self.dtype = as_float_dtype(dtype)
+        self.table = sinusoidal_table(self.max_len, self.dim).astype(self.dtype)  # (max_len, dim)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (B, L, dim)`` with ``L <= max_len`` -> ``x + PE[:L]`` ``(B, L, dim)``."""
+        _sequence_input("x", x, self.dim, self.max_len, self.dtype, repr(self))
+        self._cache = True
+        return x + self.table[: x.shape[1]]
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (B, L, dim)`` -> ``dx = d_out`` (out = x + constant)."""
+        self._saved()
+        return d_out
+
+    def __repr__(self) -> str:
+        return f"SinusoidalPositionalEncoding(max_len={self.max_len}, dim={self.dim})"
+
+
+class LearnedPositionalEmbedding(Module):
+    """``x + weight[:L]``: one learned vector per position (BERT, ViT).
+
+    Parameters:
+        weight: ``(max_len, dim)``, initialised N(0, 0.02²) as BERT and ViT do (small next to
+            the token features it is added to).
+
+    Args:
+        max_len: the number of positions learned; longer sequences are refused.
+        dim: the feature width.
+        dtype, rng: parameter dtype and the initialisation's generator.
+    """
+
+    def __init__(self, max_len: int, dim: int, *, dtype: object = np.float64, rng: RngLike = None) -> None:
+        self.max_len = positive_int("max_len", max_len)
+        self.dim = positive_int("dim", dim)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        self.weight = Parameter((0.02 * gen.standard_normal((self.max_len, self.dim))).astype(self.dtype))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (B, L, dim)`` with ``L <= max_len`` -> ``x + weight[:L]`` ``(B, L, dim)``."""
+        _sequence_input("x", x, self.dim, self.max_len, self.dtype, repr(self))
+        self._cache = x.shape[1]
+        return x + self.weight.data[: x.shape[1]]
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (B, L, dim)`` -> ``dx (B, L, dim)``; adds into ``weight.grad[:L]``."""
+        L = self._saved()
+        # out = x + weight[:L] (broadcast over the batch)  ->  dweight[:L] = Σ_b d_out[b],
+        # dx = d_out; the rows of positions beyond L get nothing.
+        self.weight.grad[:L] += d_out.sum(axis=0)
+        return d_out
+
+    def __repr__(self) -> str:
+        return f"LearnedPositionalEmbedding(max_len={self.max_len}, dim={self.dim})"
+
+
+class ModalityEmbedding(Module):
+    """``x + weight[modality]``: a learned "type" vector per modality, added to each token.
+
+    When text tokens and image patches are concatenated into one sequence (§5), this is how
+    the encoder can tell them apart, as BERT's segment embedding tells sentence A from B.
+
+    Parameters:
+        weight: ``(num_modalities, dim)``, initialised N(0, 0.02²).
+
+    Args:
+        num_modalities: the number of modalities (2 for text and image).
+        dim: the feature width.
+        dtype, rng: parameter dtype and the initialisation's generator.
+    """
+
+    def __init__(self, num_modalities: int, dim: int, *, dtype: object = np.float64,
+                 rng: RngLike = None) -> None:
+        self.num_modalities = positive_int("num_modalities", num_modalities)
+        self.dim = positive_int("dim", dim)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        init = 0.02 * gen.standard_normal((self.num_modalities, self.dim))
+        self.weight = Parameter(init.astype(self.dtype))
+
+    def forward(self, x: np.ndarray, modality: int | np.ndarray) -> np.ndarray:
+        """Add each token's modality vector.
+
+        Args:
+            x: ``(B, L, dim)``.
+            modality: which modality each token belongs to, integers in
+                ``[0, num_modalities)``: one int for the whole of x, ``(L,)`` per position
+                (e.g. ``[0]*Lt + [1]*Li`` for a text-then-image sequence) or ``(B, L)``.
+
+        Returns:
+            ``(B, L, dim)``.
+        """
+        owner = repr(self)
+        module_input("x", x, self.dim, self.dtype, owner, ndim=3)
+        if isinstance(modality, (int, np.integer)) and not isinstance(modality, bool):
+            modality = np.asarray(modality)
+        ids = int_ids("modality", modality, self.num_modalities, owner)
+        B, L, _ = x.shape
+        if ids.shape not in ((), (L,), (B, L)):
+            raise ValueError(
+                f"modality: expected an int, shape ({L},) or ({B}, {L}) to match x {x.shape}, "
+                f"got shape {ids.shape}"
+            )
+        ids = np.broadcast_to(ids, (B, L))
+        self._cache = ids
+        return x + self.weight.data[ids]
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (B, L, dim)`` -> ``dx = d_out``; adds into ``weight.grad``."""
+        ids = self._saved()
+        # out = x + weight[ids]  ->  dx = d_out, and row m of dweight sums d_out over every
+        # token of modality m (np.add.at: the ids repeat, by design).
+        np.add.at(self.weight.grad, ids, d_out)
+        return d_out
+
+    def __repr__(self) -> str:
+        return f"ModalityEmbedding(num_modalities={self.num_modalities}, dim={self.dim})"

@@ -1,0 +1,86 @@
+"""``Linear``: the learned affine map ``y = x W + b`` (the projections of §4.1).
+
+``W`` is stored as ``(d_in, d_out)`` so the code reads as the article's ``X W^Q``;
+``torch.nn.Linear.weight`` is the transpose, ``(d_out, d_in)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmt_numpy import ops
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
+from mmt_numpy.validate import float_array, last_dim
+
+
+def positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int if it is a positive integer, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return int(value)
+
+
+def module_input(name: str, x: object, width: int, dtype: np.dtype, owner: str, ndim: int | None = None
+                 ) -> np.ndarray:
+    """Check an array fed to a module: float, right rank, last dimension ``width``, ``dtype``.
+
+    ``owner`` describes where ``width`` and ``dtype`` come from, e.g. ``"Linear(4, 8)"``, so
+    the message says what the module expected and what arrived.
+    """
+    x = float_array(name, x, ndim=ndim, min_ndim=1)
+    last_dim(name, x, width, owner)
+    if x.dtype != dtype:
+        raise TypeError(
+            f"{name}: expected dtype {dtype} (the dtype of {owner}'s parameters), got {x.dtype}; "
+            f"convert with x.astype(np.{dtype}) or build the module with dtype=np.{x.dtype}"
+        )
+    return x
+
+
+class Linear(Module):
+    """``y = x W + b`` applied to the last axis of x.
+
+    Parameters:
+        W: ``(d_in, d_out)``, initialised uniform in ``±1/√d_in`` (PyTorch's default).
+        b: ``(d_out,)``, same initialisation; absent (``None``) when ``bias=False``.
+
+    Args:
+        d_in: width of the input features.
+        d_out: width of the output features.
+        bias: whether to learn ``b``.
+        dtype: float64 (default) or float32, the dtype of the parameters and of the inputs
+            the module accepts.
+        rng: a ``np.random.Generator`` or an int seed for the initialisation.
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, *, dtype: object = np.float64,
+                 rng: RngLike = None) -> None:
+        self.d_in = positive_int("d_in", d_in)
+        self.d_out = positive_int("d_out", d_out)
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        bound = 1.0 / math.sqrt(self.d_in)
+        self.W = Parameter(gen.uniform(-bound, bound, (self.d_in, self.d_out)).astype(self.dtype))
+        self.b = Parameter(gen.uniform(-bound, bound, self.d_out).astype(self.dtype)) if bias else None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (..., d_in)`` -> ``(..., d_out)``, e.g. ``(B, L, d_in) -> (B, L, d_out)``."""
+        module_input("x", x, self.d_in, self.dtype, f"Linear({self.d_in}, {self.d_out})")
+        out, self._cache = ops.linear_forward(x, self.W.data, None if self.b is None else self.b.data)
+        return out
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (..., d_out)`` -> ``dx (..., d_in)``; adds into ``W.grad`` and ``b.grad``."""
+        # out = x @ W + b  (the op's backward gives all three gradients)
+        dx, dW, db = ops.linear_backward(d_out, self._saved())
+        self.W.grad += dW
+        if self.b is not None:
+            self.b.grad += db
+        return dx
+
+    def __repr__(self) -> str:
+        return f"Linear(d_in={self.d_in}, d_out={self.d_out}, bias={self.b is not None})"

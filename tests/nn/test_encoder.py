@@ -1,0 +1,207 @@
+"""TransformerEncoderLayer, TransformerEncoder and FeedForward: PyTorch parity, the two
+residual layouts, errors, and checks that a broken backward is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmt_numpy import ops
+from mmt_numpy.checks.nn import check_attention_module
+from mmt_numpy.gradcheck import check_module
+from mmt_numpy.nn import FeedForward, TransformerEncoder, TransformerEncoderLayer
+from tests.nn.test_attention import mha_grads_from_torch, mha_to_torch, randn
+
+
+def randomize(module, seed: int):
+    """Random parameters (γ near 1) so that a γ/β or bias mix-up cannot hide."""
+    rng = np.random.default_rng(seed)
+    for name, p in module.named_parameters():
+        noise = 0.5 * rng.standard_normal(p.shape)
+        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
+    return module
+
+
+# Our name -> PyTorch's name (and whether PyTorch stores the transpose) for the parts of a
+# layer other than self-attention, whose in_proj split is in test_attention.mha_to_torch.
+LAYER_NAMES = {
+    "linear1.W": ("linear1.weight", True),
+    "linear1.b": ("linear1.bias", False),
+    "linear2.W": ("linear2.weight", True),
+    "linear2.b": ("linear2.bias", False),
+    "norm1.gamma": ("norm1.weight", False),
+    "norm1.beta": ("norm1.bias", False),
+    "norm2.gamma": ("norm2.weight", False),
+    "norm2.beta": ("norm2.bias", False),
+}
+
+
+def layer_to_torch(ours: TransformerEncoderLayer, theirs) -> None:
+    import torch
+
+    mha_to_torch(ours.self_attn, theirs.self_attn)
+    params = dict(ours.named_parameters())
+    torch_params = dict(theirs.named_parameters())
+    with torch.no_grad():
+        for name, (torch_name, transposed) in LAYER_NAMES.items():
+            data = params[name].data.T if transposed else params[name].data
+            torch_params[torch_name].copy_(torch.from_numpy(data.copy()))
+
+
+def assert_layer_grads_match(ours: TransformerEncoderLayer, theirs, prefix: str = "") -> None:
+    params = dict(ours.named_parameters())
+    torch_params = dict(theirs.named_parameters())
+    for name, (torch_name, transposed) in LAYER_NAMES.items():
+        g = torch_params[torch_name].grad.numpy()
+        np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
+                                   err_msg=prefix + name)
+    for name, g in mha_grads_from_torch(theirs.self_attn).items():
+        np.testing.assert_allclose(params["self_attn." + name].grad, g, rtol=0, atol=1e-10,
+                                   err_msg=prefix + "self_attn." + name)
+
+
+def torch_activation(name: str):
+    import torch
+
+    return {"relu": "relu", "gelu": "gelu",
+            "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[name]
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_layer_matches_torch(norm_first: bool, activation: str) -> None:
+    torch = pytest.importorskip("torch")
+    B, L, D, H, F = 2, 5, 8, 2, 12
+    ours = randomize(TransformerEncoderLayer(D, H, F, norm_first=norm_first, activation=activation, rng=0), 1)
+    theirs = torch.nn.TransformerEncoderLayer(
+        D, H, F, dropout=0.0, activation=torch_activation(activation), batch_first=True,
+        norm_first=norm_first, dtype=torch.float64,
+    )
+    layer_to_torch(ours, theirs)
+    x = randn(2, B, L, D)
+    keep = ops.padding_mask([5, 3], L)  # True = real token; PyTorch's src_key_padding_mask is ~keep
+
+    out = ours.forward(x, mask=keep)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    out_t = theirs(xt, src_key_padding_mask=torch.from_numpy(~keep[:, 0, 0, :]))
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
+
+    G = randn(3, *out.shape)
+    dx = ours.backward(G)
+    (out_t * torch.from_numpy(G)).sum().backward()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
+    assert_layer_grads_match(ours, theirs)
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_two_layer_encoder_with_final_norm_matches_torch(norm_first: bool) -> None:
+    torch = pytest.importorskip("torch")
+    B, L, D, H, F = 2, 4, 8, 4, 16
+    ours = randomize(TransformerEncoder(D, H, F, num_layers=2, norm_first=norm_first, final_norm=True,
+                                        rng=4), 5)
+    layer = torch.nn.TransformerEncoderLayer(D, H, F, dropout=0.0, batch_first=True, norm_first=norm_first,
+                                             dtype=torch.float64)
+    theirs = torch.nn.TransformerEncoder(layer, num_layers=2, norm=torch.nn.LayerNorm(D, dtype=torch.float64),
+                                         enable_nested_tensor=False)
+    for ours_layer, their_layer in zip(ours.layers, theirs.layers, strict=True):
+        layer_to_torch(ours_layer, their_layer)
+    with torch.no_grad():
+        theirs.norm.weight.copy_(torch.from_numpy(ours.norm.gamma.data))
+        theirs.norm.bias.copy_(torch.from_numpy(ours.norm.beta.data))
+    x = randn(6, B, L, D)
+    causal = ops.causal_mask(L)  # PyTorch's boolean mask= is ~causal (True = not allowed)
+
+    out = ours.forward(x, mask=causal)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    out_t = theirs(xt, mask=torch.from_numpy(~causal))
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
+
+    G = randn(7, *out.shape)
+    dx = ours.backward(G)
+    (out_t * torch.from_numpy(G)).sum().backward()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
+    for i, (ours_layer, their_layer) in enumerate(zip(ours.layers, theirs.layers, strict=True)):
+        assert_layer_grads_match(ours_layer, their_layer, prefix=f"layers.{i}.")
+    np.testing.assert_allclose(ours.norm.gamma.grad, theirs.norm.weight.grad.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ours.norm.beta.grad, theirs.norm.bias.grad.numpy(), rtol=0, atol=1e-10)
+    assert len(ours.attn_weights) == 2 and ours.attn_weights[1].shape == (B, H, L, L)
+
+
+def test_parameter_count_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    ours = TransformerEncoderLayer(16, 4, 32)
+    theirs = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_post_ln_output_is_normalised_and_pre_ln_is_not() -> None:
+    """Post-LN ends with norm2 (each row: mean β, std |γ|); pre-LN ends with a residual sum."""
+    x = 3.0 + 2.0 * randn(8, 2, 4, 8)
+    post = TransformerEncoderLayer(8, 2, 16, norm_first=False, rng=9).forward(x)
+    pre = TransformerEncoderLayer(8, 2, 16, norm_first=True, rng=9).forward(x)
+    np.testing.assert_allclose(post.mean(-1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(post.std(-1), 1.0, atol=1e-4)
+    assert np.abs(pre.mean(-1)).min() > 0.5  # x's mean of 3 survives along the identity path
+
+
+def test_feedforward_is_linear_activation_linear() -> None:
+    ff = randomize(FeedForward(4, 6, activation="relu", rng=10), 11)
+    x = randn(12, 2, 3, 4)
+    hidden = np.maximum(x @ ff.linear1.W.data + ff.linear1.b.data, 0.0)
+    np.testing.assert_allclose(ff.forward(x), hidden @ ff.linear2.W.data + ff.linear2.b.data, atol=1e-12)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_the_argument() -> None:
+    layer = TransformerEncoderLayer(8, 2, 16)
+    with pytest.raises(ValueError, match=r"x: expected last dimension 8.*got shape \(2, 3, 6\)"):
+        layer.forward(np.zeros((2, 3, 6)))
+    with pytest.raises(ValueError, match=r"x: expected 3 dimensions, got shape \(3, 8\)"):
+        layer.forward(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match=r"mask: expected a shape that broadcasts to \(2, 2, 3, 3\)"):
+        layer.forward(np.zeros((2, 3, 8)), mask=np.ones((4, 4), dtype=bool))
+    with pytest.raises(ValueError, match=r"activation: expected one of .*got 'tanh'"):
+        TransformerEncoderLayer(8, 2, 16, activation="tanh")
+    with pytest.raises(ValueError, match=r"num_heads: expected a divisor of d_model=8"):
+        TransformerEncoder(8, 3, 16, num_layers=2)
+    with pytest.raises(ValueError, match=r"num_layers: expected a positive integer, got 0"):
+        TransformerEncoder(8, 2, 16, num_layers=0)
+
+
+# ---------------------------------------------------------------- the checks can fail
+
+
+def _layer_case(norm_first: bool):
+    layer = randomize(TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, rng=13), 14)
+    return layer, {"x": randn(15, 2, 3, 4)}
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_checker_rejects_a_dropped_residual_path(monkeypatch, norm_first: bool) -> None:
+    layer, inputs = _layer_case(norm_first)
+    assert check_attention_module(layer, inputs, name="layer").passed
+
+    def residual_backward_without_identity(d_out, cache):
+        # out = x + f(x), but the bug sends nothing along the identity path
+        return np.zeros_like(d_out), d_out
+
+    monkeypatch.setattr(ops, "residual_backward", residual_backward_without_identity)
+    report = check_attention_module(layer, inputs, name="layer, no identity path")
+    assert not report.passed
+    assert "x" in {t.name for t in report.tensors if not t.passed}, str(report)
+
+
+def test_checker_rejects_a_forgotten_activation_derivative(monkeypatch) -> None:
+    """Treating ReLU's backward as the identity is wrong wherever the ReLU was off."""
+    ff = randomize(FeedForward(4, 6, rng=16), 17)
+    inputs = {"x": randn(18, 2, 3, 4)}
+    assert check_module(ff, inputs).passed
+    monkeypatch.setattr(ops, "relu_backward", lambda d_out, cache: d_out)
+    failed = {t.name for t in check_module(ff, inputs).tensors if not t.passed}
+    assert {"x", "linear1.W", "linear1.b"} <= failed
+    assert "linear2.b" not in failed  # downstream of the ReLU, still right
