@@ -2,6 +2,8 @@
 
 Commands:
     gradcheck   check every op's and module's backward against finite differences
+    figures     redraw the attention maps and the gradient-check chart in figures/
+    train       train the §5 model on the toy VQA task (§6.1) and save it with its plots
 """
 
 from __future__ import annotations
@@ -30,6 +32,28 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, and the same pixels on every machine
+    from mmt_numpy.figures import FIGURES, make_figures
+
+    unknown = [name for name in args.only or [] if name not in FIGURES]
+    if unknown:
+        print(f"--only: unknown figure {unknown}; choose among {', '.join(FIGURES)}", file=sys.stderr)
+        return 2
+    for path in make_figures(args.out, args.only):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mmt_numpy.train import main as train_main
+
+    train_main(out=args.out, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmt_numpy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     gradcheck.add_argument("--filter", help="only the checks whose name contains this text")
     gradcheck.add_argument("-v", "--verbose", action="store_true", help="a line per tensor")
     gradcheck.set_defaults(run=_gradcheck)
+
+    figures = commands.add_parser("figures", help="redraw the PNG figures (attention maps, gradcheck chart)")
+    figures.add_argument("--out", default="figures", help="output folder (default: figures)")
+    figures.add_argument("--only", nargs="+", metavar="NAME",
+                         help="only these figures (names as in mmt_numpy.figures.FIGURES, e.g. rollout)")
+    figures.set_defaults(run=_figures)
+
+    train = commands.add_parser("train", help="train on the toy VQA task (§6.1); save params and plots")
+    train.add_argument("--out", default="runs/vqa", help="output folder (default: runs/vqa)")
+    train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default 30)")
+    train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
+    train.set_defaults(run=_train)
 
     args = parser.parse_args(argv)
     return args.run(args)

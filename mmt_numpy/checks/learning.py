@@ -1,0 +1,148 @@
+"""Gradient checks of what learning adds on top of the model: the contrastive InfoNCE loss
+(§2.2), the three fusion strategies (§2.1.1), and the masked-token-prediction loss path
+(token embedding -> §5 model -> cross-entropy over masked text positions only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+
+from mmt_numpy import data, nn, ops
+from mmt_numpy.checks import Case
+from mmt_numpy.checks.nn import check_attention_module
+from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
+from mmt_numpy.nn.module import Module
+from mmt_numpy.train import ImageTextModel, cls_logits_backward
+
+ORDER = 40
+
+
+def _randn(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def randomize(module: Module, seed: int) -> Module:
+    """Move every parameter to a random point (γ near 1, everything else N(0, 0.5²))."""
+    rng = np.random.default_rng(seed)
+    for name, p in module.named_parameters():
+        noise = 0.5 * rng.standard_normal(p.shape)
+        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
+    return module
+
+
+def _info_nce(temperature: float) -> GradcheckReport:
+    inputs = {"text_emb": _randn(50, 5, 4), "image_emb": _randn(51, 5, 4)}
+    return check_op(ops.info_nce_forward, ops.info_nce_backward, inputs,
+                    kwargs={"temperature": temperature}, name=f"info_nce (τ={temperature})")
+
+
+def _feature_fusion() -> GradcheckReport:
+    inputs = {"a": _randn(52, 2, 3, 4), "b": _randn(53, 2, 5, 4)}
+    return check_module(nn.FeatureFusion(), inputs, name="FeatureFusion (§2.1.1)")
+
+
+def _vector_fusion(mode: str) -> GradcheckReport:
+    d2 = 3 if mode == "concat" else 4
+    inputs = {"v1": _randn(54, 3, 4), "v2": _randn(55, 3, d2)}
+    return check_module(nn.VectorFusion(mode), inputs, name=f"VectorFusion ({mode})")
+
+
+def _tensor_fusion(d_out: int | None) -> GradcheckReport:
+    m = nn.TensorFusion(3, 4, d_out, rng=56)
+    if d_out is not None:
+        randomize(m, 57)
+    inputs = {"v1": _randn(58, 2, 3), "v2": _randn(59, 2, 4)}
+    name = "TensorFusion" + ("" if d_out is None else f" (+ Linear to {d_out})")
+    return check_module(m, inputs, name=name)
+
+
+class MaskedLMLoss(Module):
+    """The masked-token-prediction loss of an :class:`ImageTextModel` as a one-output module.
+
+    ``forward(patches)`` returns the 0-d loss ``CE(out[:, :Lt], targets)`` over the masked
+    text positions of fixed corrupted ids; ``backward(d_loss)`` returns ``d_patches``.  The
+    check therefore covers the whole path: word embedding, §5 model, the slice to text
+    positions and the cross-entropy with ``ignore_index``.
+    """
+
+    def __init__(self, model: ImageTextModel, ids: np.ndarray, lengths: np.ndarray,
+                 targets: np.ndarray) -> None:
+        self.model, self.ids, self.lengths, self.targets = model, ids, lengths, targets
+
+    def forward(self, patches: np.ndarray) -> np.ndarray:
+        out = self.model.forward(self.ids, patches, self.lengths)
+        Lt = self.ids.shape[1]
+        loss, cache = ops.cross_entropy_forward(out[:, :Lt], self.targets)  # loss = CE(out[:, :Lt])
+        self._cache = (cache, out.shape)
+        return loss
+
+    def backward(self, d_loss: np.ndarray) -> np.ndarray:
+        cache, out_shape = self._saved()
+        d_out = np.zeros(out_shape)
+        d_out[:, : self.ids.shape[1]] = ops.cross_entropy_backward(d_loss, cache)  # out[:, :Lt]
+        return self.model.backward(d_out)[1]
+
+
+class ClassificationLoss(MaskedLMLoss):
+    """The VQA loss of a training step, ``CE(out[:, 0], answers)`` at ``[CLS]``, as a module.
+
+    ``to_out(d_logits (B, C), out_shape)`` places the logits' gradient into the model's
+    output; a test swaps in a broken one to show the check rejects it.
+    """
+
+    def __init__(self, model: ImageTextModel, ids: np.ndarray, lengths: np.ndarray, answers: np.ndarray,
+                 to_out: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = cls_logits_backward) -> None:
+        super().__init__(model, ids, lengths, answers)
+        self.to_out = to_out
+
+    def forward(self, patches: np.ndarray) -> np.ndarray:
+        out = self.model.forward(self.ids, patches, self.lengths)
+        loss, cache = ops.cross_entropy_forward(out[:, 0], self.targets)  # loss = CE(out[:, 0])
+        self._cache = (cache, out.shape)
+        return loss
+
+    def backward(self, d_loss: np.ndarray) -> np.ndarray:
+        cache, out_shape = self._saved()
+        d_logits = ops.cross_entropy_backward(d_loss, cache)
+        return self.model.backward(self.to_out(d_logits, out_shape))[1]  # logits = out[:, 0]
+
+
+def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckReport:
+    """Gradient check of the [CLS] classification loss on two toy questions (2x2-pixel patches)."""
+    train, _ = data.make_vqa_splits(2, 1, seed=7, grid=2, cell=2)
+    model = ImageTextModel(len(data.TOKENIZER), 12, len(data.ANSWERS), hidden_dim=4, num_heads=2,
+                           num_layers=1, d_ff=6, max_len=9, rng=8)
+    randomize(model, 20)
+    rows = np.arange(2)
+    patches = train.patches()[rows] + 0.3 * _randn(10, 2, 4, 12)
+    loss = ClassificationLoss(model, train.ids[rows], train.lengths[rows], train.answers[rows], to_out)
+    return check_attention_module(loss, {"patches": patches}, name="VQA loss at [CLS] (§6.1)")
+
+
+def _masked_lm() -> GradcheckReport:
+    patches, ids, lengths, _ = data.make_caption_data(2, seed=60, grid=2, cell=2)
+    ids, lengths = ids[:, :6], np.minimum(lengths, 6)
+    corrupted, targets = data.mask_tokens(ids, np.random.default_rng(61), prob=0.5)
+    targets[0, 1] = ids[0, 1]  # at least one target, and ...
+    targets[1, :] = data.IGNORE_INDEX  # ... a row with none, which must get no gradient
+    model = ImageTextModel(len(data.TOKENIZER), patches.shape[-1], len(data.TOKENIZER), hidden_dim=4,
+                           num_heads=2, num_layers=1, d_ff=6, max_len=6, rng=62)
+    randomize(model, 63)
+    return check_attention_module(MaskedLMLoss(model, corrupted, lengths, targets),
+                                  {"patches": patches + 0.1 * _randn(64, *patches.shape)},
+                                  name="masked-token loss (§2.2)")
+
+
+CASES = [
+    Case("info_nce (τ=0.07)", partial(_info_nce, 0.07)),
+    Case("info_nce (τ=1.0)", partial(_info_nce, 1.0)),
+    Case("FeatureFusion (§2.1.1)", _feature_fusion),
+    *[Case(f"VectorFusion ({mode})", partial(_vector_fusion, mode)) for mode in nn.fusion.VECTOR_MODES],
+    Case("TensorFusion", partial(_tensor_fusion, None)),
+    Case("TensorFusion (+ Linear to 3)", partial(_tensor_fusion, 3)),
+    Case("masked-token loss (§2.2)", _masked_lm),
+    Case("VQA loss at [CLS] (§6.1)", classification_case),
+]
