@@ -14,9 +14,14 @@ Numerical derivative (central differences, float64, step ``eps = 1e-6``)::
   larger tensors: ``n`` is compared with ``a = <∇L, u>``.
 
 Error measure: for each compared value ``e = |a − n| / max(|a|, |n|, floor)`` where
-``floor = 1e-3 · max|n|`` over that tensor's compared values (so entries that are zero up to
-rounding are judged against the tensor's own scale, not against 0).  The check passes when
-``max e <= rtol`` (default ``1e-5``).  Why that tolerance: central differences err by
+``floor = 1e-3 · max(max|n| over that tensor, scale)`` and ``scale`` is the largest analytic
+gradient entry of the whole check (every input and parameter of the op or module).  So an
+entry that is zero up to rounding is judged against the size of the gradients around it, not
+against 0: the key bias ``b_k`` of an attention has an exact gradient of 0 (a constant added
+to a whole row of scores does not change its softmax), and the numerical derivative of 0 is
+rounding noise of about 1e-10; measured against 0 that noise would fail any tolerance, while
+a backward that wrote anything of the module's gradient size into ``b_k.grad`` still fails.
+The check passes when ``max e <= rtol`` (default ``1e-5``).  Why that tolerance: central differences err by
 O(eps²) ≈ 1e-12 from truncation and by about 1e-16·|L|/eps ≈ 1e-10·|L| from rounding, so a
 correct float64 backward lands near 1e-8 or below, while a gradient that is wrong by as
 little as 0.1% scores 1e-3 — two orders of magnitude on either side of the line.
@@ -86,8 +91,8 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _relative_errors(analytic: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    floor = 1e-3 * np.max(np.abs(numeric), initial=0.0) + 1e-300
+def _relative_errors(analytic: np.ndarray, numeric: np.ndarray, scale: float) -> np.ndarray:
+    floor = 1e-3 * max(float(np.max(np.abs(numeric), initial=0.0)), scale) + 1e-300
     denom = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor)
     return np.abs(analytic - numeric) / denom
 
@@ -103,6 +108,7 @@ def check_tensor(
     max_elements: int = MAX_ELEMENTS,
     num_directions: int = NUM_DIRECTIONS,
     rng: np.random.Generator | None = None,
+    scale: float = 0.0,
 ) -> TensorReport:
     """Compare ``grad`` with central differences of ``loss_fn`` with respect to ``x``.
 
@@ -112,6 +118,8 @@ def check_tensor(
         loss_fn: computes the scalar loss from the current contents of ``x``.
         x: ``(...)`` float64 tensor, an input or a parameter's ``.data``.
         grad: ``(...)`` the analytic gradient of the loss with respect to ``x``.
+        scale: the largest analytic gradient entry of the whole check (0: this tensor alone);
+            errors are judged against at least ``1e-3 · scale`` (module doc).
     """
     if x.dtype != np.float64:
         raise TypeError(f"{name}: gradient checks need float64, got {x.dtype}")
@@ -150,7 +158,7 @@ def check_tensor(
         flat[:] = saved
         analytic = np.array([grad.reshape(-1) @ u for u in directions])
 
-    errors = _relative_errors(analytic, numeric)
+    errors = _relative_errors(analytic, numeric, scale)
     return TensorReport(
         name=name,
         shape=tuple(x.shape),
@@ -164,6 +172,11 @@ def check_tensor(
 
 def _as_tuple(grads: object) -> tuple:
     return grads if isinstance(grads, tuple) else (grads,)
+
+
+def _scale(grads: list[np.ndarray | None]) -> float:
+    """The largest analytic gradient entry over every tensor of one check."""
+    return max((float(np.max(np.abs(g), initial=0.0)) for g in grads if g is not None), default=0.0)
 
 
 def check_op(
@@ -199,10 +212,11 @@ def check_op(
         return float(np.sum(forward(*values, **kwargs)[0] * upstream))
 
     report = GradcheckReport(name or getattr(forward, "__name__", "op"))
+    scale = _scale(list(grads[: len(values)]))
     for (input_name, x), g in zip(inputs.items(), grads, strict=False):
         if g is None:
             continue
-        report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, **tolerances))
+        report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, scale=scale, **tolerances))
     return report
 
 
@@ -234,14 +248,13 @@ def check_module(
         return float(np.sum(module.forward(*values, **kwargs) * upstream))
 
     report = GradcheckReport(name or type(module).__name__)
+    params = [(n, p.data, p.grad.copy()) for n, p in module.named_parameters()]
+    scale = _scale(list(input_grads[: len(values)]) + [g for _, _, g in params])
     for (input_name, x), g in zip(inputs.items(), input_grads, strict=False):
         if g is not None:
-            report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, **tolerances))
-    for param_name, param in module.named_parameters():
-        grad = param.grad.copy()
-        report.tensors.append(
-            check_tensor(loss, param_name, param.data, grad, rng=rng, **tolerances)
-        )
+            report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, scale=scale, **tolerances))
+    for param_name, data, grad in params:
+        report.tensors.append(check_tensor(loss, param_name, data, grad, rng=rng, scale=scale, **tolerances))
     return report
 
 

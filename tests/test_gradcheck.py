@@ -212,6 +212,60 @@ def test_check_module_rejects_a_module_that_forgets_a_parameter_gradient(rng):
     assert {t.name for t in report.tensors if not t.passed} == {"b"}
 
 
+def _shift_invariant_problem(rng: np.random.Generator):
+    """L(x, c) = Σ softmax(x + c) ⊙ G: c shifts every row by one constant, so ∂L/∂c = 0 exactly."""
+    x = rng.standard_normal((3, 4))
+    c = np.array([0.7])
+
+    def forward(x, c):
+        out, cache = ops.softmax_forward(x + c)
+        return out, cache
+
+    def backward(d_out, cache):
+        dx = ops.softmax_backward(d_out, cache)
+        return dx, np.zeros(1)
+
+    return {"x": x, "c": c}, forward, backward
+
+
+def test_an_exactly_zero_gradient_passes_against_the_checks_scale(rng):
+    """b_k of attention is the real case: its numerical derivative is pure rounding noise."""
+    inputs, forward, backward = _shift_invariant_problem(rng)
+    report = check_op(forward, backward, inputs)
+    assert report.passed, report
+    assert report.tensors[1].max_abs_err < 1e-8  # noise only
+
+
+def test_the_key_bias_of_attention_needs_the_scale_floor(rng):
+    """∂L/∂b_k = 0 exactly; its finite difference is rounding noise that fails against 0 alone."""
+    mha = nn.MultiHeadAttention(4, 2, rng=0)
+    for p in mha.parameters():
+        p.data[...] = rng.standard_normal(p.shape)
+    x = rng.standard_normal((2, 3, 4))
+    upstream = rng.standard_normal((2, 3, 4))
+    mha.zero_grad()
+    mha.forward(x)
+    mha.backward(upstream)
+
+    def loss() -> float:
+        return float(np.sum(mha.forward(x) * upstream))
+
+    alone = check_tensor(loss, "b_k", mha.b_k.data, mha.b_k.grad.copy())
+    assert not alone.passed and alone.max_abs_err < 1e-8  # noise divided by noise
+    assert check_module(mha, {"x": x}).passed
+
+
+def test_a_nonzero_gradient_where_the_truth_is_zero_is_rejected(rng):
+    inputs, forward, backward = _shift_invariant_problem(rng)
+
+    def leaky_backward(d_out, cache):
+        dx, _ = backward(d_out, cache)
+        return dx, np.array([1e-2 * np.max(np.abs(dx))])  # 1% of the scale leaks into dc
+
+    report = check_op(forward, leaky_backward, inputs)
+    assert [t.name for t in report.tensors if not t.passed] == ["c"], report
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from mmt_numpy import data, nn, ops
 from mmt_numpy.checks import Case
-from mmt_numpy.checks.nn import check_attention_module
 from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
 from mmt_numpy.nn.module import Module
 from mmt_numpy.train import ImageTextModel, cls_logits_backward
@@ -119,7 +118,7 @@ def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckRepo
     rows = np.arange(2)
     patches = train.patches()[rows] + 0.3 * _randn(10, 2, 4, 12)
     loss = ClassificationLoss(model, train.ids[rows], train.lengths[rows], train.answers[rows], to_out)
-    return check_attention_module(loss, {"patches": patches}, name="VQA loss at [CLS] (§6.1)")
+    return check_module(loss, {"patches": patches}, name="VQA loss at [CLS] (§6.1)")
 
 
 def _masked_lm() -> GradcheckReport:
@@ -131,7 +130,7 @@ def _masked_lm() -> GradcheckReport:
     model = ImageTextModel(len(data.TOKENIZER), patches.shape[-1], len(data.TOKENIZER), hidden_dim=4,
                            num_heads=2, num_layers=1, d_ff=6, max_len=6, rng=62)
     randomize(model, 63)
-    return check_attention_module(MaskedLMLoss(model, corrupted, lengths, targets),
+    return check_module(MaskedLMLoss(model, corrupted, lengths, targets),
                                   {"patches": patches + 0.1 * _randn(64, *patches.shape)},
                                   name="masked-token loss (§2.2)")
 

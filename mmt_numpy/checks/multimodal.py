@@ -14,7 +14,6 @@ import numpy as np
 
 from mmt_numpy import nn
 from mmt_numpy.checks import Case
-from mmt_numpy.checks.nn import check_attention_module
 from mmt_numpy.gradcheck import GradcheckReport, check_module
 from mmt_numpy.nn.module import Module, Parameter
 
@@ -89,7 +88,7 @@ def _multimodal(positional: str, norm_first: bool, hidden: int = 4) -> Gradcheck
     inputs = {"text": _randn(40, 2, 4, 5), "image": _randn(41, 2, 3, 6)}
     kwargs = {"text_lengths": np.array([4, 2]), "image_lengths": np.array([2, 3])}
     name = _multimodal_name(positional, norm_first, hidden)
-    return check_attention_module(m, inputs, kwargs=kwargs, name=name)
+    return check_module(m, inputs, kwargs=kwargs, name=name)
 
 
 def _multimodal_name(positional: str, norm_first: bool, hidden: int) -> str:
@@ -103,7 +102,7 @@ def _coattention() -> GradcheckReport:
     inputs = {"text": _randn(44, 2, 3, 4), "image": _randn(45, 2, 4, 6)}
     kwargs = {"text_mask": np.array([[True, True, True], [True, True, False]]),
               "image_mask": np.array([[True, True, True, True], [True, False, False, False]])}
-    return check_attention_module(BothOutputs(m), inputs, kwargs=kwargs,
+    return check_module(BothOutputs(m), inputs, kwargs=kwargs,
                                   name="CoAttentionLayer (§3.2, padding)")
 
 

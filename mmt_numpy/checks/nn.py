@@ -3,26 +3,24 @@ ArticleCrossAttention, FeedForward, TransformerEncoderLayer, TransformerEncoder)
 and every parameter, float64, with the parameters moved away from their initial values
 (biases of 0 and γ = 1 would hide a bias or γ mix-up).
 
-One parameter needs special treatment: the key bias ``b_k`` of every attention.  Adding
-``b_k`` to each key adds ``q_i · b_k`` to *every* score of query row i, and a softmax is
-unchanged when a whole row shifts by one constant, so ∂L/∂b_k = 0 exactly (PyTorch's
-``in_proj_bias`` gradient is 0 in that slice too).  A relative error against an exact 0 is
-rounding noise divided by rounding noise, so for ``b_k`` the table reports the absolute
-error divided by the largest gradient of the module instead, and the check still fails if
-the backward puts anything of that size into ``b_k.grad``.
+The key bias ``b_k`` of every attention has an exact gradient of 0: adding ``b_k`` to each
+key adds ``q_i · b_k`` to *every* score of query row i, and a softmax is unchanged when a
+whole row shifts by one constant (PyTorch's ``in_proj_bias`` gradient is 0 in that slice
+too).  ``check_module`` judges it against the module's gradient scale (see
+``mmt_numpy.gradcheck``), so a backward that writes anything of that size into ``b_k.grad``
+fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
 
 from mmt_numpy import nn, ops
 from mmt_numpy.checks import Case
-from mmt_numpy.gradcheck import RTOL, GradcheckReport, TensorReport, check_module, check_tensor
-from mmt_numpy.nn.module import Module, Parameter
+from mmt_numpy.gradcheck import GradcheckReport, check_module
+from mmt_numpy.nn.module import Module
 
 ORDER = 10
 
@@ -38,64 +36,6 @@ def _randomize(module: Module, seed: int) -> Module:
         noise = 0.5 * rng.standard_normal(p.shape)
         p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
     return module
-
-
-class _WithoutParameters:
-    """``module`` as ``check_module`` sees it, minus the named parameters."""
-
-    def __init__(self, module: Module, hidden: list[str]) -> None:
-        self.module, self.hidden = module, set(hidden)
-
-    def forward(self, *inputs: np.ndarray, **kwargs: object) -> np.ndarray:
-        return self.module.forward(*inputs, **kwargs)
-
-    def backward(self, d_out: np.ndarray) -> object:
-        return self.module.backward(d_out)
-
-    def zero_grad(self) -> None:
-        self.module.zero_grad()
-
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        return ((n, p) for n, p in self.module.named_parameters() if n not in self.hidden)
-
-
-def _zero_gradient_reports(
-    module: Module, inputs: dict[str, np.ndarray], kwargs: dict, hidden: list[str], seed: int
-) -> list[TensorReport]:
-    """Check parameters whose exact gradient is 0 against the module's gradient scale."""
-    values = list(inputs.values())
-    upstream = np.random.default_rng(seed).standard_normal(module.forward(*values, **kwargs).shape)
-    module.zero_grad()
-    module.backward(upstream)
-    params = dict(module.named_parameters())
-    scale = max(float(np.max(np.abs(p.grad))) for p in params.values())
-
-    def loss() -> float:
-        return float(np.sum(module.forward(*values, **kwargs) * upstream))
-
-    reports = []
-    for name in hidden:
-        p = params[name]
-        r = check_tensor(loss, name, p.data, p.grad.copy())
-        reports.append(TensorReport(f"{name} (exactly 0)", r.shape, r.mode, r.checked, r.max_abs_err,
-                                    r.max_abs_err / scale, RTOL))
-    return reports
-
-
-def check_attention_module(
-    module: Module, inputs: dict[str, np.ndarray], *, kwargs: dict | None = None, name: str, seed: int = 0
-) -> GradcheckReport:
-    """``check_module`` for any module that contains attention (an encoder, a fusion model ...).
-
-    Every parameter named ``b_k`` (``self_attn.b_k``, ``layers.0.self_attn.b_k`` ...) has an
-    exact gradient of 0 and is judged as the module docstring explains; every other input and
-    parameter goes through ``check_module`` unchanged.
-    """
-    kwargs = kwargs or {}
-    hidden = [n for n, _ in module.named_parameters() if n.split(".")[-1] == "b_k"]
-    report = check_module(_WithoutParameters(module, hidden), inputs, kwargs=kwargs, name=name, seed=seed)
-    report.tensors.extend(_zero_gradient_reports(module, inputs, kwargs, hidden, seed))
-    return report
 
 
 def _linear(bias: bool) -> GradcheckReport:
@@ -114,7 +54,7 @@ def _mha(kind: str) -> GradcheckReport:
     query = _randn(6, B, Lq, d_model)
     if kind == "self, padding mask":
         m = _randomize(nn.MultiHeadAttention(d_model, H, rng=7), 8)
-        return check_attention_module(m, {"query": query}, kwargs={"mask": ops.padding_mask([3, 2], Lq)},
+        return check_module(m, {"query": query}, kwargs={"mask": ops.padding_mask([3, 2], Lq)},
                                       name=name)
     if kind == "causal, no bias":
         m = _randomize(nn.MultiHeadAttention(d_model, H, bias=False, rng=7), 8)
@@ -126,7 +66,7 @@ def _mha(kind: str) -> GradcheckReport:
     else:  # cross-attention, a random mask in which query 0 of batch 0, head 0 sees no key
         mask = np.random.default_rng(12).random((B, H, Lq, Lk)) < 0.6
         mask[0, 0, 0] = False
-    return check_attention_module(m, inputs, kwargs={"mask": mask}, name=name)
+    return check_module(m, inputs, kwargs={"mask": mask}, name=name)
 
 
 def _article_cross_attention() -> GradcheckReport:
@@ -145,13 +85,13 @@ def _encoder_layer(norm_first: bool, activation: str) -> GradcheckReport:
     m = _randomize(nn.TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, activation=activation,
                                               rng=20), 21)
     variant = "pre-LN" if norm_first else "post-LN"
-    return check_attention_module(m, {"x": _randn(22, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([4, 2], 4)},
+    return check_module(m, {"x": _randn(22, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([4, 2], 4)},
                                   name=f"TransformerEncoderLayer ({variant}, {activation})")
 
 
 def _encoder() -> GradcheckReport:
     m = _randomize(nn.TransformerEncoder(4, 2, 6, num_layers=2, norm_first=True, final_norm=True, rng=23), 24)
-    return check_attention_module(m, {"x": _randn(25, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([3, 4], 4)},
+    return check_module(m, {"x": _randn(25, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([3, 4], 4)},
                                   name="TransformerEncoder (2 pre-LN + norm)")
 
 

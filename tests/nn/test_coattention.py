@@ -8,7 +8,7 @@ import pytest
 
 from mmt_numpy import ops
 from mmt_numpy.checks.multimodal import BothOutputs
-from mmt_numpy.checks.nn import check_attention_module
+from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import CoAttentionLayer
 from tests.nn.test_attention import mha_grads_from_torch, mha_to_torch
 
@@ -168,7 +168,7 @@ def _check_case():
 
 def test_checker_passes_the_real_backward() -> None:
     m, inputs, kwargs = _check_case()
-    report = check_attention_module(BothOutputs(m), inputs, kwargs=kwargs, name="co-attention")
+    report = check_module(BothOutputs(m), inputs, kwargs=kwargs, name="co-attention")
     assert report.passed, str(report)
 
 
@@ -182,5 +182,5 @@ def test_checker_rejects_a_backward_without_the_cross_stream_path(monkeypatch) -
         return d_query, np.zeros_like(d_kv)  # the bug: the text's key/value gradient is dropped
 
     monkeypatch.setattr(m.image_cross_attn, "backward", query_only)
-    report = check_attention_module(BothOutputs(m), inputs, kwargs=kwargs, name="co-attention, no kv path")
+    report = check_module(BothOutputs(m), inputs, kwargs=kwargs, name="co-attention, no kv path")
     assert {t.name for t in report.tensors if not t.passed} == {"text"}, str(report)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
-from mmt_numpy.checks.nn import check_attention_module
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import FeedForward, TransformerEncoder, TransformerEncoderLayer
 from tests.nn.test_attention import mha_grads_from_torch, mha_to_torch, randn
@@ -184,14 +183,14 @@ def _layer_case(norm_first: bool):
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
 def test_checker_rejects_a_dropped_residual_path(monkeypatch, norm_first: bool) -> None:
     layer, inputs = _layer_case(norm_first)
-    assert check_attention_module(layer, inputs, name="layer").passed
+    assert check_module(layer, inputs, name="layer").passed
 
     def residual_backward_without_identity(d_out, cache):
         # out = x + f(x), but the bug sends nothing along the identity path
         return np.zeros_like(d_out), d_out
 
     monkeypatch.setattr(ops, "residual_backward", residual_backward_without_identity)
-    report = check_attention_module(layer, inputs, name="layer, no identity path")
+    report = check_module(layer, inputs, name="layer, no identity path")
     assert not report.passed
     assert "x" in {t.name for t in report.tensors if not t.passed}, str(report)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
-from mmt_numpy.checks.nn import check_attention_module
+from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import MultimodalTransformer
 from tests.nn.test_encoder import assert_layer_grads_match, layer_to_torch
 
@@ -332,7 +332,7 @@ def _check_case(positional: str = "learned"):
 
 def test_checker_passes_the_real_backward() -> None:
     m, inputs, kwargs = _check_case()
-    report = check_attention_module(m, inputs, kwargs=kwargs, name="model")
+    report = check_module(m, inputs, kwargs=kwargs, name="model")
     assert report.passed, str(report)
     assert report.max_rel_err < 1e-5
 
@@ -341,7 +341,7 @@ def test_checker_rejects_a_dropped_positional_path(monkeypatch) -> None:
     """A learned-position backward that passes dx on but forgets its own weight gradient."""
     m, inputs, kwargs = _check_case()
     monkeypatch.setattr(m.image_position, "backward", lambda d_out: d_out)
-    report = check_attention_module(m, inputs, kwargs=kwargs, name="model, no image position grad")
+    report = check_module(m, inputs, kwargs=kwargs, name="model, no image position grad")
     failed = {t.name for t in report.tensors if not t.passed}
     assert failed == {"image_position.weight"}, str(report)
 
@@ -349,7 +349,7 @@ def test_checker_rejects_a_dropped_positional_path(monkeypatch) -> None:
 def test_checker_rejects_a_missing_modality_gradient(monkeypatch) -> None:
     m, inputs, kwargs = _check_case("sinusoidal")
     monkeypatch.setattr(m.modality_embedding, "backward", lambda d_out: d_out)
-    report = check_attention_module(m, inputs, kwargs=kwargs, name="model, no modality grad")
+    report = check_module(m, inputs, kwargs=kwargs, name="model, no modality grad")
     failed = {t.name for t in report.tensors if not t.passed}
     assert failed == {"modality_embedding.weight"}, str(report)
 
