@@ -6,12 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmt_numpy.checks import randn
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import FeatureFusion, TensorFusion, VectorFusion
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def test_feature_fusion_is_concatenation_along_the_sequence():

@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 
 from mmt_numpy import data, nn, ops
-from mmt_numpy.checks import Case
+from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
 from mmt_numpy.nn.module import Module
 from mmt_numpy.train import ImageTextModel, cls_logits_backward
@@ -19,33 +19,22 @@ from mmt_numpy.train import ImageTextModel, cls_logits_backward
 ORDER = 40
 
 
-def _randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def randomize(module: Module, seed: int) -> Module:
-    """Move every parameter to a random point (γ near 1, everything else N(0, 0.5²))."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
 
 
 def _info_nce(temperature: float) -> GradcheckReport:
-    inputs = {"text_emb": _randn(50, 5, 4), "image_emb": _randn(51, 5, 4)}
+    inputs = {"text_emb": randn(50, 5, 4), "image_emb": randn(51, 5, 4)}
     return check_op(ops.info_nce_forward, ops.info_nce_backward, inputs,
                     kwargs={"temperature": temperature}, name=f"info_nce (τ={temperature})")
 
 
 def _feature_fusion() -> GradcheckReport:
-    inputs = {"a": _randn(52, 2, 3, 4), "b": _randn(53, 2, 5, 4)}
+    inputs = {"a": randn(52, 2, 3, 4), "b": randn(53, 2, 5, 4)}
     return check_module(nn.FeatureFusion(), inputs, name="FeatureFusion (§2.1.1)")
 
 
 def _vector_fusion(mode: str) -> GradcheckReport:
     d2 = 3 if mode == "concat" else 4
-    inputs = {"v1": _randn(54, 3, 4), "v2": _randn(55, 3, d2)}
+    inputs = {"v1": randn(54, 3, 4), "v2": randn(55, 3, d2)}
     return check_module(nn.VectorFusion(mode), inputs, name=f"VectorFusion ({mode})")
 
 
@@ -53,7 +42,7 @@ def _tensor_fusion(d_out: int | None) -> GradcheckReport:
     m = nn.TensorFusion(3, 4, d_out, rng=56)
     if d_out is not None:
         randomize(m, 57)
-    inputs = {"v1": _randn(58, 2, 3), "v2": _randn(59, 2, 4)}
+    inputs = {"v1": randn(58, 2, 3), "v2": randn(59, 2, 4)}
     name = "TensorFusion" + ("" if d_out is None else f" (+ Linear to {d_out})")
     return check_module(m, inputs, name=name)
 
@@ -116,7 +105,7 @@ def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckRepo
                            num_layers=1, d_ff=6, max_len=9, rng=8)
     randomize(model, 20)
     rows = np.arange(2)
-    patches = train.patches()[rows] + 0.3 * _randn(10, 2, 4, 12)
+    patches = train.patches()[rows] + 0.3 * randn(10, 2, 4, 12)
     loss = ClassificationLoss(model, train.ids[rows], train.lengths[rows], train.answers[rows], to_out)
     return check_module(loss, {"patches": patches}, name="VQA loss at [CLS] (§6.1)")
 
@@ -131,7 +120,7 @@ def _masked_lm() -> GradcheckReport:
                            num_heads=2, num_layers=1, d_ff=6, max_len=6, rng=62)
     randomize(model, 63)
     return check_module(MaskedLMLoss(model, corrupted, lengths, targets),
-                                  {"patches": patches + 0.1 * _randn(64, *patches.shape)},
+                                  {"patches": patches + 0.1 * randn(64, *patches.shape)},
                                   name="masked-token loss (§2.2)")
 
 

@@ -8,14 +8,11 @@ from functools import partial
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.checks import Case
+from mmt_numpy.checks import Case, randn
 from mmt_numpy.gradcheck import GradcheckReport, check_op
 
 ORDER = 30
 
-
-def _randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 # name -> (Lq, Lk, block_size, keyword arguments of flash_attention_forward).  Block sizes
@@ -37,7 +34,7 @@ _FLASH = {
 def _flash(name: str) -> GradcheckReport:
     Lq, Lk, block_size, kwargs = _FLASH[name]
     B, H, d_k, d_v = 2, 2, 3, 2
-    inputs = {"q": _randn(31, B, H, Lq, d_k), "k": _randn(32, B, H, Lk, d_k), "v": _randn(33, B, H, Lk, d_v)}
+    inputs = {"q": randn(31, B, H, Lq, d_k), "k": randn(32, B, H, Lk, d_k), "v": randn(33, B, H, Lk, d_v)}
     return check_op(
         ops.flash_attention_forward, ops.flash_attention_backward, inputs,
         kwargs={**kwargs, "block_size": block_size}, name=f"flash ({name})",
@@ -45,7 +42,7 @@ def _flash(name: str) -> GradcheckReport:
 
 
 def _rope(kind: str) -> GradcheckReport:
-    x = _randn(34, 2, 3, 5, 6)
+    x = randn(34, 2, 3, 5, 6)
     kwargs: dict = {}
     if kind == "float positions, base 100":
         kwargs = {"positions": np.array([[0.0, 1.5, 3.0, 7.0, 9.5], [4.0, 5.0, 6.0, 7.0, 8.0]])[:, None, :],

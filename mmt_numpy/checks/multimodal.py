@@ -13,24 +13,13 @@ from functools import partial
 import numpy as np
 
 from mmt_numpy import nn
-from mmt_numpy.checks import Case
+from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module
 from mmt_numpy.nn.module import Module, Parameter
 
 ORDER = 20
 
 
-def _randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def _randomize(module: Module, seed: int) -> Module:
-    """Move every parameter to a random point (γ near 1, everything else N(0, 0.5²))."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
 
 
 class BothOutputs(Module):
@@ -60,7 +49,7 @@ class BothOutputs(Module):
 
 
 def _embedding() -> GradcheckReport:
-    m = _randomize(nn.Embedding(5, 3, rng=30), 31)
+    m = randomize(nn.Embedding(5, 3, rng=30), 31)
     ids = np.array([[1, 3, 1, 1], [0, 3, 4, 1]])  # id 1 four times, id 3 twice, id 2 never
     return check_module(m, {"ids": ids}, name="Embedding (repeated ids)")
 
@@ -69,23 +58,23 @@ def _positional(kind: str) -> GradcheckReport:
     if kind == "sinusoidal":
         m: Module = nn.SinusoidalPositionalEncoding(6, 4)
     else:
-        m = _randomize(nn.LearnedPositionalEmbedding(6, 4, rng=32), 33)
+        m = randomize(nn.LearnedPositionalEmbedding(6, 4, rng=32), 33)
     # L = 4 < max_len = 6: the rows of positions 4 and 5 must get a zero gradient.
-    return check_module(m, {"x": _randn(34, 2, 4, 4)}, name=f"{type(m).__name__} (L < max)")
+    return check_module(m, {"x": randn(34, 2, 4, 4)}, name=f"{type(m).__name__} (L < max)")
 
 
 def _modality() -> GradcheckReport:
-    m = _randomize(nn.ModalityEmbedding(3, 4, rng=35), 36)
+    m = randomize(nn.ModalityEmbedding(3, 4, rng=35), 36)
     modality = np.array([0, 0, 2, 2, 2])  # two text tokens, three image patches, type 1 unused
-    return check_module(m, {"x": _randn(37, 2, 5, 4)}, kwargs={"modality": modality},
+    return check_module(m, {"x": randn(37, 2, 5, 4)}, kwargs={"modality": modality},
                         name="ModalityEmbedding")
 
 
 def _multimodal(positional: str, norm_first: bool, hidden: int = 4) -> GradcheckReport:
     m = nn.MultimodalTransformer(5, 6, hidden, 2, 2, 3, d_ff=hidden + 2, max_len=8, positional=positional,
                                  norm_first=norm_first, final_norm=norm_first, rng=38)
-    _randomize(m, 39)
-    inputs = {"text": _randn(40, 2, 4, 5), "image": _randn(41, 2, 3, 6)}
+    randomize(m, 39)
+    inputs = {"text": randn(40, 2, 4, 5), "image": randn(41, 2, 3, 6)}
     kwargs = {"text_lengths": np.array([4, 2]), "image_lengths": np.array([2, 3])}
     name = _multimodal_name(positional, norm_first, hidden)
     return check_module(m, inputs, kwargs=kwargs, name=name)
@@ -98,8 +87,8 @@ def _multimodal_name(positional: str, norm_first: bool, hidden: int) -> str:
 
 
 def _coattention() -> GradcheckReport:
-    m = _randomize(nn.CoAttentionLayer(4, 6, 2, 5, activation="gelu", rng=42), 43)
-    inputs = {"text": _randn(44, 2, 3, 4), "image": _randn(45, 2, 4, 6)}
+    m = randomize(nn.CoAttentionLayer(4, 6, 2, 5, activation="gelu", rng=42), 43)
+    inputs = {"text": randn(44, 2, 3, 4), "image": randn(45, 2, 4, 6)}
     kwargs = {"text_mask": np.array([[True, True, True], [True, True, False]]),
               "image_mask": np.array([[True, True, True, True], [True, False, False, False]])}
     return check_module(BothOutputs(m), inputs, kwargs=kwargs,

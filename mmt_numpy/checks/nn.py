@@ -18,49 +18,37 @@ from functools import partial
 import numpy as np
 
 from mmt_numpy import nn, ops
-from mmt_numpy.checks import Case
+from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module
-from mmt_numpy.nn.module import Module
 
 ORDER = 10
 
 
-def _randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def _randomize(module: Module, seed: int) -> Module:
-    """Move every parameter to a random point (γ near 1, everything else N(0, 0.5²))."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
 
 
 def _linear(bias: bool) -> GradcheckReport:
-    m = _randomize(nn.Linear(4, 3, bias=bias, rng=1), 2)
-    return check_module(m, {"x": _randn(3, 2, 3, 4)}, name=f"Linear{'' if bias else ' (no bias)'}")
+    m = randomize(nn.Linear(4, 3, bias=bias, rng=1), 2)
+    return check_module(m, {"x": randn(3, 2, 3, 4)}, name=f"Linear{'' if bias else ' (no bias)'}")
 
 
 def _layernorm() -> GradcheckReport:
-    m = _randomize(nn.LayerNorm(5), 4)
-    return check_module(m, {"x": _randn(5, 2, 3, 5)}, name="LayerNorm")
+    m = randomize(nn.LayerNorm(5), 4)
+    return check_module(m, {"x": randn(5, 2, 3, 5)}, name="LayerNorm")
 
 
 def _mha(kind: str) -> GradcheckReport:
     B, Lq, Lk, d_model, H = 2, 3, 5, 4, 2
     name = f"MultiHeadAttention ({kind})"
-    query = _randn(6, B, Lq, d_model)
+    query = randn(6, B, Lq, d_model)
     if kind == "self, padding mask":
-        m = _randomize(nn.MultiHeadAttention(d_model, H, rng=7), 8)
+        m = randomize(nn.MultiHeadAttention(d_model, H, rng=7), 8)
         return check_module(m, {"query": query}, kwargs={"mask": ops.padding_mask([3, 2], Lq)},
                                       name=name)
     if kind == "causal, no bias":
-        m = _randomize(nn.MultiHeadAttention(d_model, H, bias=False, rng=7), 8)
+        m = randomize(nn.MultiHeadAttention(d_model, H, bias=False, rng=7), 8)
         return check_module(m, {"query": query}, kwargs={"mask": ops.causal_mask(Lq)}, name=name)
-    m = _randomize(nn.MultiHeadAttention(d_model, H, kv_dim=6, rng=9), 10)
-    inputs = {"query": query, "key_value": _randn(11, B, Lk, 6)}
+    m = randomize(nn.MultiHeadAttention(d_model, H, kv_dim=6, rng=9), 10)
+    inputs = {"query": query, "key_value": randn(11, B, Lk, 6)}
     if kind == "cross, kv_dim 6, Lk 5":  # Lq = 3 queries over Lk = 5 keys, with padding
         mask = ops.padding_mask([5, 2], Lk)
     else:  # cross-attention, a random mask in which query 0 of batch 0, head 0 sees no key
@@ -70,28 +58,28 @@ def _mha(kind: str) -> GradcheckReport:
 
 
 def _article_cross_attention() -> GradcheckReport:
-    m = _randomize(nn.ArticleCrossAttention(4, d_k=3, rng=13), 14)
-    inputs = {"x": _randn(15, 2, 3, 4), "y": _randn(16, 2, 5, 4)}
+    m = randomize(nn.ArticleCrossAttention(4, d_k=3, rng=13), 14)
+    inputs = {"x": randn(15, 2, 3, 4), "y": randn(16, 2, 5, 4)}
     return check_module(m, inputs, kwargs={"mask": ops.padding_mask([5, 3], 5)},
                         name="ArticleCrossAttention (§4.2, padding)")
 
 
 def _feedforward(activation: str) -> GradcheckReport:
-    m = _randomize(nn.FeedForward(4, 6, activation=activation, rng=17), 18)
-    return check_module(m, {"x": _randn(19, 2, 3, 4)}, name=f"FeedForward ({activation})")
+    m = randomize(nn.FeedForward(4, 6, activation=activation, rng=17), 18)
+    return check_module(m, {"x": randn(19, 2, 3, 4)}, name=f"FeedForward ({activation})")
 
 
 def _encoder_layer(norm_first: bool, activation: str) -> GradcheckReport:
-    m = _randomize(nn.TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, activation=activation,
+    m = randomize(nn.TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, activation=activation,
                                               rng=20), 21)
     variant = "pre-LN" if norm_first else "post-LN"
-    return check_module(m, {"x": _randn(22, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([4, 2], 4)},
+    return check_module(m, {"x": randn(22, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([4, 2], 4)},
                                   name=f"TransformerEncoderLayer ({variant}, {activation})")
 
 
 def _encoder() -> GradcheckReport:
-    m = _randomize(nn.TransformerEncoder(4, 2, 6, num_layers=2, norm_first=True, final_norm=True, rng=23), 24)
-    return check_module(m, {"x": _randn(25, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([3, 4], 4)},
+    m = randomize(nn.TransformerEncoder(4, 2, 6, num_layers=2, norm_first=True, final_norm=True, rng=23), 24)
+    return check_module(m, {"x": randn(25, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([3, 4], 4)},
                                   name="TransformerEncoder (2 pre-LN + norm)")
 
 

@@ -8,14 +8,11 @@ from functools import partial
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.checks import Case
+from mmt_numpy.checks import Case, randn
 from mmt_numpy.gradcheck import GradcheckReport, check_op
 
 ORDER = 0
 
-
-def _randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def _away_from_zero(x: np.ndarray) -> np.ndarray:
@@ -24,21 +21,21 @@ def _away_from_zero(x: np.ndarray) -> np.ndarray:
 
 
 def _linear(bias: bool) -> GradcheckReport:
-    inputs = {"x": _randn(1, 2, 3, 4), "W": _randn(2, 4, 5)}
+    inputs = {"x": randn(1, 2, 3, 4), "W": randn(2, 4, 5)}
     if bias:
-        inputs["b"] = _randn(3, 5)
+        inputs["b"] = randn(3, 5)
     name = "linear" if bias else "linear (no bias)"
     return check_op(ops.linear_forward, ops.linear_backward, inputs, name=name)
 
 
 def _relu() -> GradcheckReport:
-    x = _away_from_zero(_randn(4, 3, 7))
+    x = _away_from_zero(randn(4, 3, 7))
     return check_op(ops.relu_forward, ops.relu_backward, {"x": x}, name="relu")
 
 
 def _gelu(form: str) -> GradcheckReport:
     return check_op(
-        ops.gelu_forward, ops.gelu_backward, {"x": 2 * _randn(5, 3, 7)},
+        ops.gelu_forward, ops.gelu_backward, {"x": 2 * randn(5, 3, 7)},
         kwargs={"approximate": form}, name=f"gelu ({form})",
     )
 
@@ -51,7 +48,7 @@ def _rows_mask(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def _softmax(masked: bool) -> GradcheckReport:
-    x = _randn(6, 2, 3, 6)
+    x = randn(6, 2, 3, 6)
     kwargs = {"mask": _rows_mask(x.shape, 7)} if masked else {}
     name = "softmax (mask, a fully masked row)" if masked else "softmax"
     return check_op(ops.softmax_forward, ops.softmax_backward, {"x": x}, kwargs=kwargs, name=name)
@@ -61,7 +58,7 @@ def _attention(kind: str) -> GradcheckReport:
     B, H, Lq, Lk, d_k, d_v = 2, 3, 4, 5, 3, 2
     if kind == "causal":
         Lk = Lq
-    inputs = {"q": _randn(8, B, H, Lq, d_k), "k": _randn(9, B, H, Lk, d_k), "v": _randn(10, B, H, Lk, d_v)}
+    inputs = {"q": randn(8, B, H, Lq, d_k), "k": randn(9, B, H, Lk, d_k), "v": randn(10, B, H, Lk, d_v)}
     kwargs: dict = {}
     if kind == "padding":
         kwargs["mask"] = ops.padding_mask(np.array([Lk, 2]), Lk)
@@ -78,12 +75,12 @@ def _attention(kind: str) -> GradcheckReport:
 
 
 def _layernorm() -> GradcheckReport:
-    inputs = {"x": _randn(12, 2, 3, 6), "gamma": _randn(13, 6), "beta": _randn(14, 6)}
+    inputs = {"x": randn(12, 2, 3, 6), "gamma": randn(13, 6), "beta": randn(14, 6)}
     return check_op(ops.layernorm_forward, ops.layernorm_backward, inputs, name="layernorm")
 
 
 def _residual() -> GradcheckReport:
-    inputs = {"x": _randn(15, 2, 3, 4), "fx": _randn(16, 2, 3, 4)}
+    inputs = {"x": randn(15, 2, 3, 4), "fx": randn(16, 2, 3, 4)}
     return check_op(ops.residual_forward, ops.residual_backward, inputs, name="residual")
 
 
@@ -95,13 +92,13 @@ def _dropout_with_fixed_rng(x: np.ndarray, p: float) -> tuple[np.ndarray, tuple]
 
 def _dropout() -> GradcheckReport:
     return check_op(
-        partial(_dropout_with_fixed_rng, p=0.3), ops.dropout_backward, {"x": _randn(18, 3, 8)},
+        partial(_dropout_with_fixed_rng, p=0.3), ops.dropout_backward, {"x": randn(18, 3, 8)},
         name="dropout (p=0.3)",
     )
 
 
 def _cross_entropy(reduction: str) -> GradcheckReport:
-    logits = _randn(19, 2, 4, 7)
+    logits = randn(19, 2, 4, 7)
     targets = np.random.default_rng(20).integers(0, 7, size=(2, 4))
     targets[0, 1] = targets[1, 3] = -100  # ignored, as unmasked tokens in masked-token prediction
     return check_op(

@@ -9,66 +9,12 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import ArticleCrossAttention, MultiHeadAttention
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def randomize(module, seed: int):
-    """Random parameters, so zero biases cannot hide a mistake."""
-    rng = np.random.default_rng(seed)
-    for _, p in module.named_parameters():
-        p.data[...] = 0.5 * rng.standard_normal(p.shape)
-    return module
-
+from tests.nn.torch_mapping import mha_grads_from_torch, mha_to_torch
 
 # ---------------------------------------------------------------- PyTorch parity (float64)
-
-
-def mha_to_torch(ours: MultiHeadAttention, theirs) -> None:
-    """Copy our parameters into a ``torch.nn.MultiheadAttention``.
-
-    PyTorch computes ``x @ weight.T``, so every weight is our matrix transposed.  With equal
-    widths it stacks the three input projections in one ``in_proj_weight (3D, D)``:
-    rows ``0:D`` are ``W_qᵀ``, ``D:2D`` are ``W_kᵀ``, ``2D:3D`` are ``W_vᵀ``; with another
-    key/value width (``kdim``) it keeps them apart as ``q/k/v_proj_weight``.
-    """
-    import torch
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.copy())
-
-    with torch.no_grad():
-        if theirs._qkv_same_embed_dim:
-            stacked = np.concatenate([ours.W_q.data.T, ours.W_k.data.T, ours.W_v.data.T])  # (3D, D)
-            theirs.in_proj_weight.copy_(t(stacked))
-        else:
-            theirs.q_proj_weight.copy_(t(ours.W_q.data.T))
-            theirs.k_proj_weight.copy_(t(ours.W_k.data.T))
-            theirs.v_proj_weight.copy_(t(ours.W_v.data.T))
-        theirs.out_proj.weight.copy_(t(ours.W_o.data.T))
-        if ours.b_q is not None:
-            theirs.in_proj_bias.copy_(t(np.concatenate([ours.b_q.data, ours.b_k.data, ours.b_v.data])))
-            theirs.out_proj.bias.copy_(t(ours.b_o.data))
-
-
-def mha_grads_from_torch(theirs) -> dict[str, np.ndarray]:
-    """PyTorch's parameter gradients under our names (transposed and split back)."""
-    D = theirs.embed_dim
-    grads = {"W_o": theirs.out_proj.weight.grad.numpy().T}
-    if theirs._qkv_same_embed_dim:
-        g = theirs.in_proj_weight.grad.numpy()
-        grads.update(W_q=g[:D].T, W_k=g[D:2 * D].T, W_v=g[2 * D:].T)
-    else:
-        grads.update(W_q=theirs.q_proj_weight.grad.numpy().T, W_k=theirs.k_proj_weight.grad.numpy().T,
-                     W_v=theirs.v_proj_weight.grad.numpy().T)
-    if theirs.in_proj_bias is not None:
-        b = theirs.in_proj_bias.grad.numpy()
-        grads.update(b_q=b[:D], b_k=b[D:2 * D], b_v=b[2 * D:], b_o=theirs.out_proj.bias.grad.numpy())
-    return grads
 
 
 @pytest.mark.parametrize("bias", [True, False])

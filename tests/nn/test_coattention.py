@@ -7,22 +7,11 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn, randomize
 from mmt_numpy.checks.multimodal import BothOutputs
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import CoAttentionLayer
-from tests.nn.test_attention import mha_grads_from_torch, mha_to_torch
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def randomize(module, seed: int):
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
+from tests.nn.torch_mapping import mha_grads_from_torch, mha_to_torch
 
 
 def make_torch_layer(d_text: int, d_image: int, num_heads: int, d_ff: int):

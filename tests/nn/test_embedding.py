@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from mmt_numpy.checks import randn
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import (
     Embedding,
@@ -16,11 +17,6 @@ from mmt_numpy.nn import (
     SinusoidalPositionalEncoding,
 )
 from mmt_numpy.nn.embedding import sinusoidal_table
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
 
 REPEATED_IDS = np.array([[1, 3, 1, 1], [0, 3, 4, 1]])  # id 1 four times, 3 twice, 2 never
 

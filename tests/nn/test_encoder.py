@@ -7,56 +7,10 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import FeedForward, TransformerEncoder, TransformerEncoderLayer
-from tests.nn.test_attention import mha_grads_from_torch, mha_to_torch, randn
-
-
-def randomize(module, seed: int):
-    """Random parameters (γ near 1) so that a γ/β or bias mix-up cannot hide."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
-
-
-# Our name -> PyTorch's name (and whether PyTorch stores the transpose) for the parts of a
-# layer other than self-attention, whose in_proj split is in test_attention.mha_to_torch.
-LAYER_NAMES = {
-    "linear1.W": ("linear1.weight", True),
-    "linear1.b": ("linear1.bias", False),
-    "linear2.W": ("linear2.weight", True),
-    "linear2.b": ("linear2.bias", False),
-    "norm1.gamma": ("norm1.weight", False),
-    "norm1.beta": ("norm1.bias", False),
-    "norm2.gamma": ("norm2.weight", False),
-    "norm2.beta": ("norm2.bias", False),
-}
-
-
-def layer_to_torch(ours: TransformerEncoderLayer, theirs) -> None:
-    import torch
-
-    mha_to_torch(ours.self_attn, theirs.self_attn)
-    params = dict(ours.named_parameters())
-    torch_params = dict(theirs.named_parameters())
-    with torch.no_grad():
-        for name, (torch_name, transposed) in LAYER_NAMES.items():
-            data = params[name].data.T if transposed else params[name].data
-            torch_params[torch_name].copy_(torch.from_numpy(data.copy()))
-
-
-def assert_layer_grads_match(ours: TransformerEncoderLayer, theirs, prefix: str = "") -> None:
-    params = dict(ours.named_parameters())
-    torch_params = dict(theirs.named_parameters())
-    for name, (torch_name, transposed) in LAYER_NAMES.items():
-        g = torch_params[torch_name].grad.numpy()
-        np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
-                                   err_msg=prefix + name)
-    for name, g in mha_grads_from_torch(theirs.self_attn).items():
-        np.testing.assert_allclose(params["self_attn." + name].grad, g, rtol=0, atol=1e-10,
-                                   err_msg=prefix + "self_attn." + name)
+from tests.nn.torch_mapping import assert_layer_grads_match, layer_to_torch
 
 
 def torch_activation(name: str):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import LayerNorm, Linear
-from tests.nn.test_attention import randn
 
 
 def test_linear_init_is_pytorch_uniform() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from mmt_numpy import nn
 from mmt_numpy.checks import nn as nn_checks
-from tests.nn.test_attention import randn
+from mmt_numpy.checks import randn
 
 # Every module of this part, built small, with its inputs: name -> (constructor, input shapes).
 MODULES = {

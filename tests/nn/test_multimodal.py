@@ -10,23 +10,10 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import MultimodalTransformer
-from tests.nn.test_encoder import assert_layer_grads_match, layer_to_torch
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def randomize(module, seed: int):
-    """Random parameters (γ near 1) so that a mix-up of any two cannot hide."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        noise = 0.5 * rng.standard_normal(p.shape)
-        p.data[...] = 1.0 + noise if name.endswith("gamma") else noise
-    return module
-
+from tests.nn.torch_mapping import assert_layer_grads_match, layer_to_torch
 
 # ---------------------------------------------------------------- the §5 model in PyTorch, fixed
 

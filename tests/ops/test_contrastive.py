@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 
 from mmt_numpy import ops
+from mmt_numpy.checks import randn
 from mmt_numpy.gradcheck import check_op
 from mmt_numpy.ops import contrastive
-
-
-def randn(seed: int, *shape: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5, 2.0])
