@@ -186,10 +186,13 @@ class MultiHeadAttention(Module):
                      (self.b_q, db_q), (self.b_k, db_k), (self.b_v, db_v), (self.b_o, db_o)):
             if p is not None:
                 p.grad += g
-        d_key_value = d_kv_from_k + d_kv_from_v
+        # key_value feeds k and v: the two gradients add (in place: both arrays are ours).
+        d_key_value = d_kv_from_k
+        d_key_value += d_kv_from_v
         if self_attention:
             # key_value was query: the three paths meet again.
-            return d_query + d_key_value
+            d_query += d_key_value
+            return d_query
         return d_query, d_key_value
 
     def __repr__(self) -> str:

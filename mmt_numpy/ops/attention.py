@@ -93,8 +93,11 @@ def attention_forward(
     _check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     # A Python float keeps float32 inputs float32 (NumPy 2 treats it as a weak scalar).
-    scores = (q @ k.swapaxes(-1, -2)) * scale
-    weights, _ = softmax_forward(scores, mask)
+    # Scaling q rather than the scores multiplies (Lq, d_k) numbers instead of (Lq, Lk).
+    # k.swapaxes is a view: BLAS reads k transposed, no copy.
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    # In place: the scores are not needed once the weights exist (one (Lq, Lk) array fewer).
+    weights, _ = softmax_forward(scores, mask, out=scores)
     out = weights @ v
     return out, (q, k, v, weights, scale)
 
@@ -114,9 +117,13 @@ def attention_backward(
     # out = weights @ v  ->  d_weights = d_out @ vᵀ,  dv = weightsᵀ @ d_out
     d_weights = d_out @ v.swapaxes(-1, -2)
     dv = weights.swapaxes(-1, -2) @ d_out
-    # weights = softmax(scores)  ->  the softmax Jacobian-vector product (zero where masked)
-    d_scores = softmax_backward(d_weights, (weights,))
-    # scores = (q @ kᵀ) * scale  ->  dq = d_scores @ k * scale,  dk = d_scoresᵀ @ q * scale
-    dq = (d_scores @ k) * scale
-    dk = (d_scores.swapaxes(-1, -2) @ q) * scale
+    # weights = softmax(scores)  ->  the softmax Jacobian-vector product (zero where masked),
+    # written over d_weights, which is not needed again
+    d_scores = softmax_backward(d_weights, (weights,), out=d_weights)
+    # scores = (q * scale) @ kᵀ  ->  dq = d_scores @ k * scale,  dk = d_scoresᵀ @ q * scale
+    # (scale applied to the small (L, d_k) results, not to the (Lq, Lk) d_scores)
+    dq = d_scores @ k
+    dq *= scale
+    dk = d_scores.swapaxes(-1, -2) @ q
+    dk *= scale
     return dq, dk, dv

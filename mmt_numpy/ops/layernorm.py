@@ -36,11 +36,13 @@ def layernorm_forward(
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps!r}")
     mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    var = (centred * centred).mean(axis=-1, keepdims=True)
+    x_hat = x - mean  # centred for now; normalised in place two lines below
+    # σ² as a row-wise dot product Σ (x - μ)² / D: einsum forms no (..., D) array of squares.
+    var = np.einsum("...i,...i->...", x_hat, x_hat)[..., None] / D
     rstd = 1.0 / np.sqrt(var + float(eps))
-    x_hat = centred * rstd
-    out = x_hat * gamma + beta
+    x_hat *= rstd  # in place: the centred values are not needed again
+    out = x_hat * gamma
+    out += beta  # in place: γ x̂ + β with one new array, not two
     return out, (x_hat, rstd, gamma)
 
 
@@ -61,12 +63,18 @@ def layernorm_backward(
     x_hat, rstd, gamma = cache
     D = x_hat.shape[-1]
     # out = x̂ γ + β  ->  dγ = Σ_rows d_out x̂,  dβ = Σ_rows d_out,  dx̂ = d_out γ
+    # (einsum sums the products column by column without forming the (rows, D) product)
     d_rows = d_out.reshape(-1, D)
-    dgamma = (d_rows * x_hat.reshape(-1, D)).sum(axis=0)
+    dgamma = np.einsum("ij,ij->j", d_rows, x_hat.reshape(-1, D))
     dbeta = d_rows.sum(axis=0)
     g = d_out * gamma
-    # x̂ = (x - μ) r  ->  the formula above (one pass for each of the two row means).
+    # x̂ = (x - μ) r  ->  the formula above.  Pass 1: the two row means (the second as a
+    # row-wise dot product, no (..., D) temporary) ...
     mean_g = g.mean(axis=-1, keepdims=True)
-    mean_g_xhat = (g * x_hat).mean(axis=-1, keepdims=True)
-    dx = rstd * (g - mean_g - x_hat * mean_g_xhat)
+    mean_g_xhat = np.einsum("...i,...i->...", g, x_hat)[..., None] / D
+    # ... pass 2: dx = r (g - mean(g) - x̂ mean(g x̂)), built in g's buffer (g is not needed after).
+    dx = g
+    dx -= mean_g
+    dx -= x_hat * mean_g_xhat
+    dx *= rstd
     return dx, dgamma, dbeta
