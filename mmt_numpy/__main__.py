@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train = commands.add_parser("train", help="train on the toy VQA task (§6.1); save params and plots")
     train.add_argument("--out", default="runs/vqa", help="output folder (default: runs/vqa)")
-    train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default 30)")
+    train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default 12)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
     train.set_defaults(run=_train)
 

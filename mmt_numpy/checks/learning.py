@@ -1,6 +1,7 @@
 """Gradient checks of what learning adds on top of the model: the contrastive InfoNCE loss
-(§2.2), the three fusion strategies (§2.1.1), and the masked-token-prediction loss path
-(token embedding -> §5 model -> cross-entropy over masked text positions only).
+(§2.2), the three fusion strategies (§2.1.1), the 2-D patch positions of the VQA model, the
+masked-token-prediction loss path (token embedding -> §5 model -> cross-entropy over masked
+text positions only) and the VQA loss path (-> cross-entropy at ``[CLS]``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from mmt_numpy.nn.module import Module
 from mmt_numpy.train import ImageTextModel, cls_logits_backward
 
 ORDER = 40
-
-
 
 
 def _info_nce(temperature: float) -> GradcheckReport:
@@ -45,6 +44,13 @@ def _tensor_fusion(d_out: int | None) -> GradcheckReport:
     inputs = {"v1": randn(58, 2, 3), "v2": randn(59, 2, 4)}
     name = "TensorFusion" + ("" if d_out is None else f" (+ Linear to {d_out})")
     return check_module(m, inputs, name=name)
+
+
+def grid_position_case() -> GradcheckReport:
+    """:class:`~mmt_numpy.nn.GridPositionalEmbedding` on a 2x3 grid (rows != columns, so a
+    row/column mix-up cannot hide behind equal shapes), from a random point."""
+    m = randomize(nn.GridPositionalEmbedding((2, 3), 4, rng=65), 66)
+    return check_module(m, {"x": randn(67, 2, 6, 4)}, name="GridPositionalEmbedding (2-D)")
 
 
 class MaskedLMLoss(Module):
@@ -99,10 +105,11 @@ class ClassificationLoss(MaskedLMLoss):
 
 
 def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckReport:
-    """Gradient check of the [CLS] classification loss on two toy questions (2x2-pixel patches)."""
+    """Gradient check of the [CLS] classification loss on two toy questions (2x2-pixel patches),
+    through the model ``train_vqa`` builds: 2-D (row + column) image positions."""
     train, _ = data.make_vqa_splits(2, 1, seed=7, grid=2, cell=2)
     model = ImageTextModel(len(data.TOKENIZER), 12, len(data.ANSWERS), hidden_dim=4, num_heads=2,
-                           num_layers=1, d_ff=6, max_len=9, rng=8)
+                           num_layers=1, d_ff=6, max_len=9, image_grid=train.grid, rng=8)
     randomize(model, 20)
     rows = np.arange(2)
     patches = train.patches()[rows] + 0.3 * randn(10, 2, 4, 12)
@@ -131,6 +138,7 @@ CASES = [
     *[Case(f"VectorFusion ({mode})", partial(_vector_fusion, mode)) for mode in nn.fusion.VECTOR_MODES],
     Case("TensorFusion", partial(_tensor_fusion, None)),
     Case("TensorFusion (+ Linear to 3)", partial(_tensor_fusion, 3)),
+    Case("GridPositionalEmbedding (2-D)", grid_position_case),
     Case("masked-token loss (§2.2)", _masked_lm),
     Case("VQA loss at [CLS] (§6.1)", classification_case),
 ]

@@ -5,6 +5,7 @@ from mmt_numpy.nn.coattention import CoAttentionLayer
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
     Embedding,
+    GridPositionalEmbedding,
     LearnedPositionalEmbedding,
     ModalityEmbedding,
     SinusoidalPositionalEncoding,
@@ -26,6 +27,7 @@ __all__ = [
     "Embedding",
     "FeatureFusion",
     "FeedForward",
+    "GridPositionalEmbedding",
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",

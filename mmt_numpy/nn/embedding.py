@@ -8,6 +8,8 @@ neither, and its closing note lists the positional encoding as missing).
 * :class:`Embedding` looks rows up in a learned table (token ids -> vectors).
 * :class:`SinusoidalPositionalEncoding` adds the fixed sin/cos code of Vaswani et al.
 * :class:`LearnedPositionalEmbedding` adds a learned vector per position (BERT, ViT).
+* :class:`GridPositionalEmbedding` adds a learned vector per row and one per column of a
+  patch grid (2-D positions for image patches).
 * :class:`ModalityEmbedding` adds a learned vector per modality (BERT's segment or
   "token type" embedding, VisualBERT's text/image types).
 """
@@ -178,6 +180,79 @@ class LearnedPositionalEmbedding(Module):
         return f"LearnedPositionalEmbedding(max_len={self.max_len}, dim={self.dim})"
 
 
+class GridPositionalEmbedding(Module):
+    """``x + row[r] + column[c]``: 2-D positions for the patches of a ``rows x columns`` grid.
+
+    Patch ``n`` of a sequence in reading order (as :func:`mmt_numpy.data.patchify` makes
+    them) sits in row ``r = n // columns`` and column ``c = n % columns``; it gets the sum of
+    a learned row vector and a learned column vector.  Every patch of one column therefore
+    carries the *same* column vector, so "which column is this patch in" is one linear
+    feature from the first step, where a 1-D table over reading order
+    (:class:`LearnedPositionalEmbedding`) gives nine unrelated vectors and leaves the model
+    to discover that patches 0, 3 and 6 share a column.  It also needs ``rows + columns``
+    vectors instead of ``rows * columns``.  (The ViT paper's appendix compares a similar
+    "2-D" variant that concatenates a half-width row and a half-width column embedding
+    instead of adding two full-width ones.)
+
+    Parameters:
+        row: ``(rows, dim)``, column: ``(columns, dim)``, each initialised N(0, std²).
+
+    Args:
+        grid: ``(rows, columns)`` of the patch grid; inputs have ``rows * columns`` positions.
+        dim: the feature width.
+        std: standard deviation of the initial vectors.  Choose it near the scale of the
+            features they are added to: a position code far smaller than the content is
+            invisible to the model at first and has to be grown by weak gradients.
+        dtype, rng: parameter dtype and the initialisation's generator.
+    """
+
+    def __init__(self, grid: tuple[int, int], dim: int, *, std: float = 0.02, dtype: object = np.float64,
+                 rng: RngLike = None) -> None:
+        if not isinstance(grid, (tuple, list)) or len(grid) != 2:
+            raise TypeError(f"grid: expected a pair (rows, columns), got {grid!r}")
+        self.rows = positive_int("grid[0]", grid[0])
+        self.columns = positive_int("grid[1]", grid[1])
+        self.dim = positive_int("dim", dim)
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0:
+            raise ValueError(f"std: expected a number >= 0, got {std!r}")
+        self.dtype = as_float_dtype(dtype)
+        gen = as_generator(rng)
+        self.row = Parameter((std * gen.standard_normal((self.rows, self.dim))).astype(self.dtype))
+        self.column = Parameter((std * gen.standard_normal((self.columns, self.dim))).astype(self.dtype))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.rows, self.columns
+
+    def table(self) -> np.ndarray:
+        """``(rows * columns, dim)``: the vector added to each patch, in reading order."""
+        return (self.row.data[:, None, :] + self.column.data[None, :, :]).reshape(-1, self.dim)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (B, rows * columns, dim)`` -> ``x + row[n // columns] + column[n % columns]``."""
+        module_input("x", x, self.dim, self.dtype, repr(self), ndim=3)
+        if x.shape[1] != self.rows * self.columns:
+            raise ValueError(
+                f"x: expected {self.rows * self.columns} patches (a {self.rows}x{self.columns} grid in "
+                f"reading order) of {repr(self)}, got shape {x.shape}"
+            )
+        self._cache = True
+        return x + self.table()
+
+    def backward(self, d_out: np.ndarray) -> np.ndarray:
+        """``d_out (B, rows * columns, dim)`` -> ``dx = d_out``; adds into ``row.grad``, ``column.grad``."""
+        self._saved()
+        # out[b, n] = x[b, n] + row[r(n)] + column[c(n)]: dx = d_out; row r collects d_out
+        # over the batch and over the patches of row r, column c over those of column c.
+        d_grid = d_out.sum(axis=0).reshape(self.rows, self.columns, self.dim)
+        self.row.grad += d_grid.sum(axis=1)
+        self.column.grad += d_grid.sum(axis=0)
+        return d_out
+
+    def __repr__(self) -> str:
+        return f"GridPositionalEmbedding(grid=({self.rows}, {self.columns}), dim={self.dim})"
+
+
 class ModalityEmbedding(Module):
     """``x + weight[modality]``: a learned "type" vector per modality, added to each token.
 
@@ -233,8 +308,10 @@ class ModalityEmbedding(Module):
         """``d_out (B, L, dim)`` -> ``dx = d_out``; adds into ``weight.grad``."""
         ids = self._saved()
         # out = x + weight[ids]  ->  dx = d_out, and row m of dweight sums d_out over every
-        # token of modality m (np.add.at: the ids repeat, by design).
-        np.add.at(self.weight.grad, ids, d_out)
+        # token of modality m: a (num_modalities, B·L) one-hot matrix times d_out's rows.  With
+        # a handful of modalities this small GEMM is ~100x faster than np.add.at(grad, ids, d_out).
+        one_hot = ids.reshape(-1) == np.arange(self.num_modalities)[:, None]  # (M, B·L) bool
+        self.weight.grad += one_hot.astype(d_out.dtype) @ d_out.reshape(-1, self.dim)
         return d_out
 
     def __repr__(self) -> str:

@@ -1,5 +1,5 @@
-"""Embedding, the two positional encodings and ModalityEmbedding: values, PyTorch parity,
-errors, and gradient checks that must reject a broken backward."""
+"""Embedding, the positional encodings (sinusoidal, learned, 2-D grid) and ModalityEmbedding:
+values, PyTorch parity, errors, and gradient checks that must reject a broken backward."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from mmt_numpy.checks import randn
+from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import (
     Embedding,
+    GridPositionalEmbedding,
     LearnedPositionalEmbedding,
     ModalityEmbedding,
     SinusoidalPositionalEncoding,
@@ -164,6 +165,65 @@ def test_checker_rejects_a_sinusoidal_backward_that_drops_the_identity(monkeypat
     assert check_module(m, inputs, name="sinusoidal").passed
     monkeypatch.setattr(m, "backward", lambda d_out: d_out - sinusoidal_table(6, 4)[:3])
     assert not check_module(m, inputs, name="sinusoidal, table subtracted").passed
+
+
+# ---------------------------------------------------------------- GridPositionalEmbedding
+
+
+def test_grid_positions_add_row_plus_column_in_reading_order() -> None:
+    m = GridPositionalEmbedding((2, 3), 4, std=0.5, rng=30)
+    x = randn(31, 2, 6, 4)
+    out = m.forward(x)
+    for n in range(6):  # patch n sits in row n // 3, column n % 3
+        np.testing.assert_allclose(out[:, n], x[:, n] + m.row.data[n // 3] + m.column.data[n % 3], atol=1e-12)
+    np.testing.assert_allclose(m.table()[[0, 3]] - m.table()[[1, 4]],  # same column difference in
+                               np.tile(m.column.data[0] - m.column.data[1], (2, 1)), atol=1e-12)  # both rows
+    assert np.std(m.row.data) == pytest.approx(0.5, rel=0.5)
+    G = randn(32, 2, 6, 4)
+    assert m.backward(G) is G
+    np.testing.assert_allclose(m.column.grad[2], G[:, [2, 5]].sum(axis=(0, 1)), atol=1e-12)
+    np.testing.assert_allclose(m.row.grad[1], G[:, 3:].sum(axis=(0, 1)), atol=1e-12)
+
+
+@pytest.mark.parametrize("grid", [(2, 3), (3, 3)])
+def test_grid_positions_gradient_check(grid) -> None:
+    m = randomize(GridPositionalEmbedding(grid, 4, rng=33), 34)
+    report = check_module(m, {"x": randn(35, 2, grid[0] * grid[1], 4)}, name=f"grid {grid}")
+    assert report.passed, str(report)
+    assert [t.name for t in report.tensors] == ["x", "row", "column"]
+
+
+def test_checker_rejects_grid_positions_with_rows_and_columns_swapped(monkeypatch) -> None:
+    """The axis mix-up: each row gets the sum over a *column*.  On a square grid the shapes
+    agree, so only the numbers can catch it."""
+    m = randomize(GridPositionalEmbedding((3, 3), 4, rng=36), 37)
+
+    def swapped_backward(d_out):
+        d_grid = d_out.sum(axis=0).reshape(3, 3, 4)
+        m.row.grad += d_grid.sum(axis=0)  # the bug: should sum over axis 1 (the columns of a row)
+        m.column.grad += d_grid.sum(axis=1)
+        return d_out
+
+    monkeypatch.setattr(m, "backward", swapped_backward)
+    report = check_module(m, {"x": randn(38, 2, 9, 4)}, name="grid, axes swapped")
+    assert {t.name for t in report.tensors if not t.passed} == {"row", "column"}, str(report)
+
+
+def test_grid_positions_float32_and_errors() -> None:
+    m = GridPositionalEmbedding((3, 3), 4, dtype=np.float32, rng=39)
+    assert m.forward(np.zeros((1, 9, 4), np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match=r"x: expected 9 patches \(a 3x3 grid in reading order\).*\(1, 8, 4"):
+        m.forward(np.zeros((1, 8, 4), np.float32))
+    with pytest.raises(TypeError, match=r"x: expected dtype float32"):
+        m.forward(np.zeros((1, 9, 4)))
+    with pytest.raises(TypeError, match=r"grid: expected a pair \(rows, columns\), got 9"):
+        GridPositionalEmbedding(9, 4)
+    with pytest.raises(ValueError, match=r"grid\[1\]: expected a positive integer, got 0"):
+        GridPositionalEmbedding((3, 0), 4)
+    with pytest.raises(ValueError, match=r"std: expected a number >= 0, got -1"):
+        GridPositionalEmbedding((3, 3), 4, std=-1)
+    with pytest.raises(RuntimeError, match="GridPositionalEmbedding.backward called before forward"):
+        GridPositionalEmbedding((3, 3), 4).backward(np.zeros((1, 9, 4)))
 
 
 # ---------------------------------------------------------------- ModalityEmbedding
