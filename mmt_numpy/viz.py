@@ -34,7 +34,7 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Patch, Rectangle
 
 from mmt_numpy.gradcheck import RTOL, GradcheckReport
-from mmt_numpy.validate import bool_mask
+from mmt_numpy.validate import bool_mask, positive_int
 
 # How far a weight may stray from [0, 1] and a row sum from 1 (or 0) before we refuse it:
 # loose enough for float32 softmax rounding over a few thousand keys, tight enough to catch
@@ -121,14 +121,6 @@ def _check_mask(mask: object, shape: tuple[int, ...], weights: np.ndarray) -> np
             "opposite, so invert it (~mask) before plotting"
         )
     return keep
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
 
 
 def _check_titles(name: str, titles: Sequence[str] | None, n: int, default: str) -> list[str]:
@@ -354,7 +346,7 @@ def plot_cross_modal(
     H, W = img.shape[:2]
     if not isinstance(grid, (tuple, list)) or len(grid) != 2:
         raise TypeError(f"grid: expected a pair (gh, gw) of patch counts, got {grid!r}")
-    gh, gw = _positive_int("grid[0]", grid[0]), _positive_int("grid[1]", grid[1])
+    gh, gw = positive_int("grid[0]", grid[0]), positive_int("grid[1]", grid[1])
     if gh * gw != Li:
         raise ValueError(f"grid: expected gh * gw = {Li} (the number of patches, weights.shape[1] "
                          f"of {w.shape}), got {gh} x {gw} = {gh * gw}")
@@ -371,7 +363,7 @@ def plot_cross_modal(
         chosen.append(int(t) % Lt)
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha: expected a value in (0, 1], got {alpha}")
-    max_cols = _positive_int("max_cols", max_cols)
+    max_cols = positive_int("max_cols", max_cols)
 
     ph, pw = H // gh, W // gw
     maps = [w[t].reshape(gh, gw) for t in chosen]

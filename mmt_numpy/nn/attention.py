@@ -17,9 +17,8 @@ import math
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.linear import module_input, positive_int
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import bool_mask
+from mmt_numpy.validate import bool_mask, module_input, positive_int
 
 
 def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:

@@ -27,8 +27,8 @@ from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.feedforward import FeedForward
 from mmt_numpy.nn.layernorm import LayerNorm
-from mmt_numpy.nn.linear import module_input, positive_int
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
+from mmt_numpy.validate import module_input, positive_int
 
 
 def _key_mask(name: str, mask: object, batch: int, L: int) -> np.ndarray:

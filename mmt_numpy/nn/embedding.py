@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from mmt_numpy.nn.linear import module_input, positive_int
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
+from mmt_numpy.validate import module_input, positive_int
 
 
 def int_ids(name: str, ids: object, high: int, what: str) -> np.ndarray:

@@ -24,8 +24,9 @@ from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.feedforward import Activation
 from mmt_numpy.nn.layernorm import LayerNorm
-from mmt_numpy.nn.linear import Linear, module_input, positive_int
+from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
+from mmt_numpy.validate import module_input, positive_int
 
 
 class TransformerEncoderLayer(Module):

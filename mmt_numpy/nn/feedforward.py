@@ -6,9 +6,9 @@ import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.dropout import Dropout
-from mmt_numpy.nn.linear import Linear, positive_int
+from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, positive_int
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 

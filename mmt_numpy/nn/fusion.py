@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmt_numpy.nn.linear import Linear, positive_int
+from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import float_array, same_dtype
+from mmt_numpy.validate import float_array, positive_int, same_dtype
 
 VECTOR_MODES = ("concat", "sum", "product")
 

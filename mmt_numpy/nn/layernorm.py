@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.linear import module_input, positive_int
 from mmt_numpy.nn.module import Module, Parameter, as_float_dtype
+from mmt_numpy.validate import module_input, positive_int
 
 
 class LayerNorm(Module):

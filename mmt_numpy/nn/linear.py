@@ -12,33 +12,7 @@ import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import float_array, last_dim
-
-
-def positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int if it is a positive integer, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
-
-
-def module_input(name: str, x: object, width: int, dtype: np.dtype, owner: str, ndim: int | None = None
-                 ) -> np.ndarray:
-    """Check an array fed to a module: float, right rank, last dimension ``width``, ``dtype``.
-
-    ``owner`` describes where ``width`` and ``dtype`` come from, e.g. ``"Linear(4, 8)"``, so
-    the message says what the module expected and what arrived.
-    """
-    x = float_array(name, x, ndim=ndim, min_ndim=1)
-    last_dim(name, x, width, owner)
-    if x.dtype != dtype:
-        raise TypeError(
-            f"{name}: expected dtype {dtype} (the dtype of {owner}'s parameters), got {x.dtype}; "
-            f"convert with x.astype(np.{dtype}) or build the module with dtype=np.{x.dtype}"
-        )
-    return x
+from mmt_numpy.validate import module_input, positive_int
 
 
 class Linear(Module):

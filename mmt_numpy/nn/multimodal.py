@@ -36,9 +36,9 @@ import numpy as np
 
 from mmt_numpy.nn.embedding import LearnedPositionalEmbedding, ModalityEmbedding, SinusoidalPositionalEncoding
 from mmt_numpy.nn.encoder import TransformerEncoder
-from mmt_numpy.nn.linear import Linear, module_input, positive_int
+from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import bool_mask
+from mmt_numpy.validate import bool_mask, module_input, positive_int
 
 TEXT, IMAGE = 0, 1  # the modality ids given to ModalityEmbedding
 

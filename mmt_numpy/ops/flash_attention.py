@@ -66,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mmt_numpy.ops.attention import _check_qkv
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, positive_int
 
 
 class FlashCache(NamedTuple):
@@ -97,14 +97,6 @@ class Tile(NamedTuple):
 # ----------------------------------------------------------------------------- arguments
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer (>= 1), got {value}")
-    return int(value)
-
-
 def _check_mask_args(
     Lk: int,
     causal: object,
@@ -120,7 +112,7 @@ def _check_mask_args(
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: expected True or False, got {type(causal).__name__} {causal!r}")
     if window is not None:
-        window = _positive_int("window", window)
+        window = positive_int("window", window)
     if key_lengths is not None:
         lengths = np.asarray(key_lengths)
         if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
@@ -189,9 +181,9 @@ def flash_attention_mask(
         ``(Lq, Lk)`` bool, or ``(B, 1, ..., 1, Lq, Lk)`` with ``ndim`` dimensions when
         ``key_lengths`` is given.
     """
-    Lq = _positive_int("Lq", Lq)
-    Lk = _positive_int("Lk", Lk)
-    ndim = _positive_int("ndim", ndim)
+    Lq = positive_int("Lq", Lq)
+    Lk = positive_int("Lk", Lk)
+    ndim = positive_int("ndim", ndim)
     causal, window, key_lengths = _check_mask_args(Lk, causal, window, key_lengths, None)
     i = np.arange(Lq)[:, None]
     j = np.arange(Lk)[None, :]
@@ -225,7 +217,7 @@ def tile_schedule(
     block is skipped without being touched.  ``partial`` marks the tiles that straddle
     a causal or window boundary and so need an element-wise mask.
     """
-    block_size = _positive_int("block_size", block_size)
+    block_size = positive_int("block_size", block_size)
     hi_all = Lk if key_limit is None else min(Lk, key_limit)
     for q0 in range(0, Lq, block_size):
         q1 = min(q0 + block_size, Lq)
@@ -297,7 +289,7 @@ def flash_attention_forward(
     _check_qkv(q, k, v)
     Lq, Lk = q.shape[-2], k.shape[-2]
     causal, window, key_lengths = _check_mask_args(Lk, causal, window, key_lengths, q.shape[:-2])
-    block_size = _positive_int("block_size", block_size)
+    block_size = positive_int("block_size", block_size)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     elif isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
