@@ -250,7 +250,8 @@ def questions(scene: Scene) -> list[tuple[str, str, str]]:
     (square before circle before triangle); "yes" and "no" are still equally likely, since
     the two columns are random.  (With the order drawn at random too, the answer becomes
     an exclusive-or of word order and column order: no single feature correlates with it,
-    and gradient descent on this small model sat at chance for 30 epochs.)  ``key shape``
+    and gradient descent on this small model, then still with 1-D patch positions, sat at
+    chance for 30 epochs; not re-measured with the grid positions of ``train.py``.)  ``key shape``
     is the shape the question names first, the word whose attention is worth plotting.
     """
     out = [(f"what colour is the {s} ?", c, s) for s, c, _, _ in scene.objects]
