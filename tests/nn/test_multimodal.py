@@ -13,7 +13,12 @@ from mmt_numpy import ops
 from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import MultimodalTransformer
-from tests.nn.torch_mapping import assert_layer_grads_match, layer_to_torch
+from tests.nn.torch_mapping import (
+    assert_grads_by_names,
+    assert_layer_grads_match,
+    copy_by_names,
+    layer_to_torch,
+)
 
 # ---------------------------------------------------------------- the §5 model in PyTorch, fixed
 
@@ -92,15 +97,7 @@ OUTER_NAMES = {
 
 
 def copy_to_torch(ours: MultimodalTransformer, theirs) -> None:
-    import torch
-
-    params = dict(ours.named_parameters())
-    torch_params = dict(theirs.named_parameters())
-    with torch.no_grad():
-        for name, (torch_name, transposed) in OUTER_NAMES.items():
-            if name in params:
-                data = params[name].data.T if transposed else params[name].data
-                torch_params[torch_name].copy_(torch.from_numpy(data.copy()))
+    copy_by_names(ours, theirs, OUTER_NAMES)
     for ours_layer, their_layer in zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True):
         layer_to_torch(ours_layer, their_layer)
 
@@ -137,13 +134,7 @@ def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first:
     np.testing.assert_allclose(d_text, text_t.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(d_image, image_t.grad.numpy(), rtol=0, atol=1e-10)
 
-    params = dict(ours.named_parameters())
-    torch_params = dict(theirs.named_parameters())
-    for name, (torch_name, transposed) in OUTER_NAMES.items():
-        if name in params:
-            g = torch_params[torch_name].grad.numpy()
-            np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
-                                       err_msg=name)
+    assert_grads_by_names(ours, theirs, OUTER_NAMES)
     for i, (ours_layer, their_layer) in enumerate(
             zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True)):
         assert_layer_grads_match(ours_layer, their_layer, prefix=f"encoder.layers.{i}.")

@@ -71,24 +71,41 @@ LAYER_NAMES = {
 
 
 def layer_to_torch(ours: TransformerEncoderLayer, theirs) -> None:
+    """Copy our encoder layer into a ``torch.nn.TransformerEncoderLayer``."""
+    mha_to_torch(ours.self_attn, theirs.self_attn)
+    copy_by_names(ours, theirs, LAYER_NAMES)
+
+
+def copy_by_names(ours, theirs, names: dict[str, tuple[str, bool]]) -> None:
+    """Copy each of our parameters named in ``names`` into its PyTorch twin (transposed if marked).
+
+    Names absent from ``ours`` are skipped (a model without a final norm, say).
+    """
     import torch
 
-    mha_to_torch(ours.self_attn, theirs.self_attn)
     params = dict(ours.named_parameters())
     torch_params = dict(theirs.named_parameters())
     with torch.no_grad():
-        for name, (torch_name, transposed) in LAYER_NAMES.items():
-            data = params[name].data.T if transposed else params[name].data
-            torch_params[torch_name].copy_(torch.from_numpy(data.copy()))
+        for name, (torch_name, transposed) in names.items():
+            if name in params:
+                data = params[name].data.T if transposed else params[name].data
+                torch_params[torch_name].copy_(torch.from_numpy(data.copy()))
+
+
+def assert_grads_by_names(ours, theirs, names: dict[str, tuple[str, bool]], prefix: str = "") -> None:
+    """Each of our parameter gradients named in ``names`` equals PyTorch's within 1e-10."""
+    params = dict(ours.named_parameters())
+    torch_params = dict(theirs.named_parameters())
+    for name, (torch_name, transposed) in names.items():
+        if name in params:
+            g = torch_params[torch_name].grad.numpy()
+            np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
+                                       err_msg=prefix + name)
 
 
 def assert_layer_grads_match(ours: TransformerEncoderLayer, theirs, prefix: str = "") -> None:
     params = dict(ours.named_parameters())
-    torch_params = dict(theirs.named_parameters())
-    for name, (torch_name, transposed) in LAYER_NAMES.items():
-        g = torch_params[torch_name].grad.numpy()
-        np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
-                                   err_msg=prefix + name)
+    assert_grads_by_names(ours, theirs, LAYER_NAMES, prefix)
     for name, g in mha_grads_from_torch(theirs.self_attn).items():
         np.testing.assert_allclose(params["self_attn." + name].grad, g, rtol=0, atol=1e-10,
                                    err_msg=prefix + "self_attn." + name)
