@@ -79,17 +79,24 @@ Product = tuple[int, int, int, int, bool, bool]
 
 def linear_products(rows: int, d_in: int, d_out: int) -> list[Product]:
     """out = x @ W; backward dx = d @ Wᵀ, dW = xᵀ @ d (rows = every leading dimension folded)."""
-    return [(1, rows, d_in, d_out, False, False),
-            (1, rows, d_out, d_in, False, True),
-            (1, d_in, rows, d_out, True, False)]
+    return [
+        (1, rows, d_in, d_out, False, False),
+        (1, rows, d_out, d_in, False, True),
+        (1, d_in, rows, d_out, True, False),
+    ]
 
 
 def attention_products(B: int, H: int, Lq: int, Lk: int, dh: int) -> list[Product]:
     """scores = q kᵀ, out = w v; backward d_w = d_out vᵀ, dv = wᵀ d_out, dq = d_s k, dk = d_sᵀ q."""
     n = B * H
-    return [(n, Lq, dh, Lk, False, True), (n, Lq, Lk, dh, False, False),
-            (n, Lq, dh, Lk, False, True), (n, Lk, Lq, dh, True, False),
-            (n, Lq, Lk, dh, False, False), (n, Lk, Lq, dh, True, False)]
+    return [
+        (n, Lq, dh, Lk, False, True),
+        (n, Lq, Lk, dh, False, False),
+        (n, Lq, dh, Lk, False, True),
+        (n, Lk, Lq, dh, True, False),
+        (n, Lq, Lk, dh, False, False),
+        (n, Lk, Lq, dh, True, False),
+    ]
 
 
 def layer_products(B: int, L: int, D: int, H: int, F: int) -> list[Product]:
@@ -102,8 +109,9 @@ def layer_products(B: int, L: int, D: int, H: int, F: int) -> list[Product]:
     return products
 
 
-def model_products(B: int, Lt: int, Li: int, text_dim: int, image_dim: int, D: int, H: int, layers: int,
-                   F: int, out: int) -> list[Product]:
+def model_products(
+    B: int, Lt: int, Li: int, text_dim: int, image_dim: int, D: int, H: int, layers: int, F: int, out: int
+) -> list[Product]:
     products = linear_products(B * Lt, text_dim, D) + linear_products(B * Li, image_dim, D)
     for _ in range(layers):
         products += layer_products(B, Lt + Li, D, H, F)
@@ -130,6 +138,7 @@ def roofline_fn(products: list[Product], dtype: np.dtype) -> Callable[[], None]:
     def run() -> None:
         for a, b, c in calls:
             np.matmul(a, b, out=c)
+
     return run
 
 
@@ -146,11 +155,16 @@ def copy_layer(ours: TransformerEncoderLayer, theirs) -> None:
     pairs = [
         (theirs.self_attn.in_proj_weight, np.concatenate([a.W_q.data.T, a.W_k.data.T, a.W_v.data.T])),
         (theirs.self_attn.in_proj_bias, np.concatenate([a.b_q.data, a.b_k.data, a.b_v.data])),
-        (theirs.self_attn.out_proj.weight, a.W_o.data.T), (theirs.self_attn.out_proj.bias, a.b_o.data),
-        (theirs.linear1.weight, ours.linear1.W.data.T), (theirs.linear1.bias, ours.linear1.b.data),
-        (theirs.linear2.weight, ours.linear2.W.data.T), (theirs.linear2.bias, ours.linear2.b.data),
-        (theirs.norm1.weight, ours.norm1.gamma.data), (theirs.norm1.bias, ours.norm1.beta.data),
-        (theirs.norm2.weight, ours.norm2.gamma.data), (theirs.norm2.bias, ours.norm2.beta.data),
+        (theirs.self_attn.out_proj.weight, a.W_o.data.T),
+        (theirs.self_attn.out_proj.bias, a.b_o.data),
+        (theirs.linear1.weight, ours.linear1.W.data.T),
+        (theirs.linear1.bias, ours.linear1.b.data),
+        (theirs.linear2.weight, ours.linear2.W.data.T),
+        (theirs.linear2.bias, ours.linear2.b.data),
+        (theirs.norm1.weight, ours.norm1.gamma.data),
+        (theirs.norm1.bias, ours.norm1.beta.data),
+        (theirs.norm2.weight, ours.norm2.gamma.data),
+        (theirs.norm2.bias, ours.norm2.beta.data),
     ]
     with torch.no_grad():
         for p, value in pairs:
@@ -159,8 +173,9 @@ def copy_layer(ours: TransformerEncoderLayer, theirs) -> None:
 
 def torch_layer(ours: TransformerEncoderLayer, dtype: np.dtype):
     c = LAYER
-    theirs = torch.nn.TransformerEncoderLayer(c["D"], c["H"], c["F"], dropout=0.0, activation="relu",
-                                              batch_first=True, dtype=torch_dtype(dtype))
+    theirs = torch.nn.TransformerEncoderLayer(
+        c["D"], c["H"], c["F"], dropout=0.0, activation="relu", batch_first=True, dtype=torch_dtype(dtype)
+    )
     copy_layer(ours, theirs)
     return theirs
 
@@ -233,14 +248,16 @@ def build_layer(dtype: np.dtype):
             x_t.grad = None
             theirs(x_t).backward(G_t)
             return [x_t.grad]
+
     return ours_step, theirs_step, layer_products(**LAYER)
 
 
 def build_model(dtype: np.dtype):
     c = MODEL
     rng = np.random.default_rng(1)
-    ours = MultimodalTransformer(c["text_dim"], c["image_dim"], c["D"], c["H"], c["layers"], c["out"],
-                                 d_ff=c["F"], dtype=dtype, rng=0)
+    ours = MultimodalTransformer(
+        c["text_dim"], c["image_dim"], c["D"], c["H"], c["layers"], c["out"], d_ff=c["F"], dtype=dtype, rng=0
+    )
     text = rng.standard_normal((c["B"], c["Lt"], c["text_dim"])).astype(dtype)
     image = rng.standard_normal((c["B"], c["Li"], c["image_dim"])).astype(dtype)
     text_lengths = np.linspace(c["Lt"] // 2 + 1, c["Lt"], c["B"]).astype(np.int64)
@@ -266,6 +283,7 @@ def build_model(dtype: np.dtype):
             text_t.grad = image_t.grad = None
             theirs(text_t, image_t, ignore).backward(G_t)
             return [text_t.grad, image_t.grad]
+
     return ours_step, theirs_step, model_products(**MODEL)
 
 
@@ -293,8 +311,11 @@ def prepare(build, dtype: np.dtype) -> dict:
         if not check < tolerance:
             raise RuntimeError(f"ours and torch disagree ({np.dtype(dtype).name}): {check:.2e}")
     steps = {"ours": ours_step, "roofline": roofline_fn(products, dtype), "torch": theirs_step}
-    return {"steps": {name: fn for name, fn in steps.items() if fn is not None},
-            "flops": flops(products), "check": check}
+    return {
+        "steps": {name: fn for name, fn in steps.items() if fn is not None},
+        "flops": flops(products),
+        "check": check,
+    }
 
 
 def time_cases(cases: list[dict], repeats: int, warmup: int) -> None:
@@ -344,14 +365,18 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def environment() -> list[str]:
-    lines = [f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
-             f"{platform.processor() or 'cpu'}"]
+    lines = [
+        f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
+        f"{platform.processor() or 'cpu'}"
+    ]
     if threadpoolctl is not None:
         for info in threadpoolctl.threadpool_info():
             version = f" {info['version']}" if info.get("version") else ""
             kernels = f", kernels {info['architecture']}" if info.get("architecture") else ""
-            lines.append(f"{info['user_api']}: {info['internal_api']}{version}{kernels}, "
-                         f"{info['num_threads']} threads ({Path(info['filepath']).name})")
+            lines.append(
+                f"{info['user_api']}: {info['internal_api']}{version}{kernels}, "
+                f"{info['num_threads']} threads ({Path(info['filepath']).name})"
+            )
     else:
         lines.append("BLAS: unknown (pip install threadpoolctl to see library, kernels and threads)")
     if torch is not None:
@@ -362,8 +387,9 @@ def environment() -> list[str]:
 
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
-    header = ("| case | dtype | ours ms | torch ms | ours/torch | ours GFLOP/s | roofline GFLOP/s "
-              "| % of roofline |")
+    header = (
+        "| case | dtype | ours ms | torch ms | ours/torch | ours GFLOP/s | roofline GFLOP/s | % of roofline |"
+    )
     lines = [header, "|" + "---|" * 8]
     for case, dtype, r in rows:
         gflop = r["flops"] / 1e9
@@ -371,8 +397,10 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
         ratio = f"{r['ours'] / r['torch']:.2f}" if "torch" in r else "n/a"
         ours_rate = gflop / (r["ours"] / 1e3)
         roof_rate = gflop / (r["roofline"] / 1e3)
-        lines.append(f"| {case} | {dtype} | {r['ours']:.1f} | {torch_ms} | {ratio} | {ours_rate:.0f} "
-                     f"| {roof_rate:.0f} | {100 * ours_rate / roof_rate:.0f}% |")
+        lines.append(
+            f"| {case} | {dtype} | {r['ours']:.1f} | {torch_ms} | {ratio} | {ours_rate:.0f} "
+            f"| {roof_rate:.0f} | {100 * ours_rate / roof_rate:.0f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -390,35 +418,49 @@ def main() -> None:
     try:
         print("\n".join(environment()))
         peaks_before = {dt: blas_peak(dt, 5) for dt in (np.float32, np.float64)}
-        rows = [(case, np.dtype(dtype).name, prepare(build, dtype))
-                for case, build in (("layer", build_layer), ("§5 model", build_model))
-                for dtype in (np.float32, np.float64)]
+        rows = [
+            (case, np.dtype(dtype).name, prepare(build, dtype))
+            for case, build in (("layer", build_layer), ("§5 model", build_model))
+            for dtype in (np.float32, np.float64)
+        ]
         time_cases([r for _, _, r in rows], repeats, warmup)
         c, m = LAYER, MODEL
-        print(f"\nlayer: B={c['B']}, L={c['L']}, d_model={c['D']}, heads={c['H']}, d_ff={c['F']}, relu, "
-              f"dropout 0, post-LN; {rows[0][2]['flops'] / 1e9:.2f} GFLOP of matmuls per forward+backward")
-        print(f"§5 model: B={m['B']}, {m['Lt']} text tokens (width {m['text_dim']}, padded) + {m['Li']} "
-              f"image patches (width {m['image_dim']}), hidden {m['D']}, heads {m['H']}, {m['layers']} "
-              f"layers, d_ff {m['F']}, {m['out']} outputs; {rows[2][2]['flops'] / 1e9:.2f} GFLOP")
-        print(f"medians of {repeats} alternating runs (forward + backward, gradients zeroed each run); "
-              "roofline = np.matmul on the same shapes and layouts\n")
+        print(
+            f"\nlayer: B={c['B']}, L={c['L']}, d_model={c['D']}, heads={c['H']}, d_ff={c['F']}, relu, "
+            f"dropout 0, post-LN; {rows[0][2]['flops'] / 1e9:.2f} GFLOP of matmuls per forward+backward"
+        )
+        print(
+            f"§5 model: B={m['B']}, {m['Lt']} text tokens (width {m['text_dim']}, padded) + {m['Li']} "
+            f"image patches (width {m['image_dim']}), hidden {m['D']}, heads {m['H']}, {m['layers']} "
+            f"layers, d_ff {m['F']}, {m['out']} outputs; {rows[2][2]['flops'] / 1e9:.2f} GFLOP"
+        )
+        print(
+            f"medians of {repeats} alternating runs (forward + backward, gradients zeroed each run); "
+            "roofline = np.matmul on the same shapes and layouts\n"
+        )
         print(table(rows))
         checks = ", ".join(f"{case} {dt} {r['check']:.0e}" for case, dt, r in rows)
         if torch is not None:
             print(f"\nours vs torch, worst relative difference of the input gradients: {checks}")
         peaks_after = {dt: blas_peak(dt, 5) for dt in (np.float32, np.float64)}
-        peaks = ", ".join(f"{np.dtype(dt).name} {peaks_before[dt]:.0f} before, {peaks_after[dt]:.0f} after"
-                          for dt in peaks_before)
+        peaks = ", ".join(
+            f"{np.dtype(dt).name} {peaks_before[dt]:.0f} before, {peaks_after[dt]:.0f} after"
+            for dt in peaks_before
+        )
         print(f"one 1024³ matmul (BLAS peak), GFLOP/s: {peaks}")
         # The machine may be shared.  The roofline does the same fixed work every time, so its
         # spread between runs measures the machine's own noise.
         spreads = [spread(r["times"]["roofline"]) for _, _, r in rows]
-        print("roofline run-to-run spread (interquartile range / median): "
-              + ", ".join(f"{100 * x:.0f}%" for x in spreads))
+        print(
+            "roofline run-to-run spread (interquartile range / median): "
+            + ", ".join(f"{100 * x:.0f}%" for x in spreads)
+        )
         moved = any(abs(peaks_after[dt] / peaks_before[dt] - 1) > 0.15 for dt in peaks_before)
         if moved or max(spreads) > MAX_SPREAD:
-            print("warning: the machine's speed changed during the run (other load on it?); "
-                  "rerun before quoting these numbers")
+            print(
+                "warning: the machine's speed changed during the run (other load on it?); "
+                "rerun before quoting these numbers"
+            )
     finally:
         if limits is not None:
             limits.restore_original_limits()

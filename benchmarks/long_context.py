@@ -47,8 +47,9 @@ def plain(q: np.ndarray, k: np.ndarray, v: np.ndarray, d_out: np.ndarray) -> Non
     ops.attention_backward(d_out, cache)
 
 
-def blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, d_out: np.ndarray, *, block_size: int,
-            causal: bool = False) -> None:
+def blocked(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, d_out: np.ndarray, *, block_size: int, causal: bool = False
+) -> None:
     out, cache = ops.flash_attention_forward(q, k, v, causal=causal, block_size=block_size)
     ops.flash_attention_backward(d_out, cache)
 
@@ -174,14 +175,25 @@ def plot(rows: list[dict], path: Path, *, heads: int, d: int, block_size: int) -
         plain = np.array([r.get(f"plain_{key}", np.nan) for r in rows]) / scale
         extra = ~measured | np.roll(~measured, -1)  # join the dashed line to the last measured point
         if (~measured).any():
-            ax.loglog(L[extra], plain[extra], "o--", color="tab:red", mfc="white",
-                      label="plain, extrapolated ∝ L²")
+            ax.loglog(
+                L[extra], plain[extra], "o--", color="tab:red", mfc="white", label="plain, extrapolated ∝ L²"
+            )
         ax.loglog(L[measured], plain[measured], "o-", color="tab:red", label="plain attention")
-        ax.loglog(L, np.array([r[f"flash_{key}"] for r in rows]) / scale, "s-", color="tab:blue",
-                  label=f"blocked ({block_size}×{block_size} tiles)")
+        ax.loglog(
+            L,
+            np.array([r[f"flash_{key}"] for r in rows]) / scale,
+            "s-",
+            color="tab:blue",
+            label=f"blocked ({block_size}×{block_size} tiles)",
+        )
         if key == "time":
-            ax.loglog(L, [r["causal_time"] for r in rows], "^-", color="tab:green",
-                      label="blocked, causal (skips tiles)")
+            ax.loglog(
+                L,
+                [r["causal_time"] for r in rows],
+                "^-",
+                color="tab:green",
+                label="blocked, causal (skips tiles)",
+            )
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(unit)
         ax.set_xticks(L, [str(n) for n in L], rotation=45)
@@ -211,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, default=default_figure)
     args = parser.parse_args(argv)
 
-    rows = run(args.lengths, d=args.d, heads=args.heads, block_size=args.block_size,
-               plain_max=args.plain_max, repeat=args.repeat)
+    rows = run(
+        args.lengths,
+        d=args.d,
+        heads=args.heads,
+        block_size=args.block_size,
+        plain_max=args.plain_max,
+        repeat=args.repeat,
+    )
     print()
     print(table(rows, heads=args.heads, d=args.d, block_size=args.block_size))
     verdicts = check_targets(rows)

@@ -55,8 +55,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmt_numpy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mmt_numpy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     gradcheck = commands.add_parser("gradcheck", help="check every backward by finite differences")
@@ -66,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = commands.add_parser("figures", help="redraw the PNG figures (attention maps, gradcheck chart)")
     figures.add_argument("--out", default="figures", help="output folder (default: figures)")
-    figures.add_argument("--only", nargs="+", metavar="NAME",
-                         help="only these figures (names as in mmt_numpy.figures.FIGURES, e.g. rollout)")
+    figures.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="only these figures (names as in mmt_numpy.figures.FIGURES, e.g. rollout)",
+    )
     figures.set_defaults(run=_figures)
 
     train = commands.add_parser("train", help="train on the toy VQA task (§6.1); save params and plots")

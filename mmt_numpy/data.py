@@ -42,8 +42,20 @@ ANSWERS = (*COLOURS, "yes", "no")  # the classes of the VQA task, in this order
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = range(len(SPECIAL_TOKENS))
 WORDS = (
-    "what", "colour", "is", "the", "left", "of", "?", "a", "and", ",",
-    *SHAPES, *COLOURS, "yes", "no",
+    "what",
+    "colour",
+    "is",
+    "the",
+    "left",
+    "of",
+    "?",
+    "a",
+    "and",
+    ",",
+    *SHAPES,
+    *COLOURS,
+    "yes",
+    "no",
 )
 IGNORE_INDEX = -100  # the target of a position that is not predicted (cross_entropy's default)
 
@@ -118,7 +130,11 @@ TOKENIZER = Tokenizer()
 
 
 def mask_tokens(
-    ids: np.ndarray, rng: np.random.Generator, prob: float = 0.15, *, vocab_size: int = len(TOKENIZER),
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    prob: float = 0.15,
+    *,
+    vocab_size: int = len(TOKENIZER),
     num_special: int = len(SPECIAL_TOKENS),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt token ids for masked-token prediction (BERT's recipe, §2.2).
@@ -179,8 +195,10 @@ def random_scene(rng: np.random.Generator, grid: int = 3) -> Scene:
     colours = rng.integers(0, len(COLOURS), size=n)
     names = list(COLOURS)
     objects = tuple(
-        sorted((SHAPES[s], names[c], int(cell) // grid, int(cell) % grid)
-               for s, c, cell in zip(shapes, colours, cells, strict=True))
+        sorted(
+            (SHAPES[s], names[c], int(cell) // grid, int(cell) % grid)
+            for s, c, cell in zip(shapes, colours, cells, strict=True)
+        )
     )
     return Scene(objects)
 
@@ -210,7 +228,7 @@ def render(scene: Scene, rng: np.random.Generator, grid: int = 3, cell: int = 8)
     for shape, colour, row, col in scene.objects:
         stencil = _shape_mask(shape, cell, rng)
         rgb = np.clip(np.array(COLOURS[colour]) + rng.uniform(-0.08, 0.08, 3), 0.0, 1.0)
-        image[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell][stencil] = rgb
+        image[row * cell : (row + 1) * cell, col * cell : (col + 1) * cell][stencil] = rgb
     return image
 
 
@@ -226,8 +244,9 @@ def patchify(images: np.ndarray, patch: int) -> np.ndarray:
         row), each flattened row-major over (pixel row, pixel column, channel).
     """
     if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise ValueError(f"images: expected an array (N, H, W, C), got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError(
+            f"images: expected an array (N, H, W, C), got {getattr(images, 'shape', type(images).__name__)}"
+        )
     N, H, W, C = images.shape
     if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
         raise ValueError(f"patch: expected a positive integer, got {patch!r}")
@@ -321,8 +340,9 @@ class VQADataset:
         return out
 
 
-def _make_scenes(num_scenes: int, rng: np.random.Generator, grid: int,
-                 exclude: set[Scene] | None = None) -> list[Scene]:
+def _make_scenes(
+    num_scenes: int, rng: np.random.Generator, grid: int, exclude: set[Scene] | None = None
+) -> list[Scene]:
     """``num_scenes`` distinct scenes, none of them in ``exclude``."""
     seen = set(exclude or ())
     scenes: list[Scene] = []
@@ -338,8 +358,15 @@ def _make_scenes(num_scenes: int, rng: np.random.Generator, grid: int,
     return scenes
 
 
-def make_vqa_dataset(scenes: Sequence[Scene], rng: np.random.Generator, *, grid: int = 3, cell: int = 8,
-                     patch: int | None = None, length: int = 9) -> VQADataset:
+def make_vqa_dataset(
+    scenes: Sequence[Scene],
+    rng: np.random.Generator,
+    *,
+    grid: int = 3,
+    cell: int = 8,
+    patch: int | None = None,
+    length: int = 9,
+) -> VQADataset:
     """Render ``scenes`` and ask every question of :func:`questions` about each.
 
     Args:
@@ -355,16 +382,20 @@ def make_vqa_dataset(scenes: Sequence[Scene], rng: np.random.Generator, *, grid:
     rows = [(i, q, a, k) for i, s in enumerate(scenes) for q, a, k in questions(s)]
     ids, lengths = TOKENIZER.encode([q for _, q, _, _ in rows], length)
     return VQADataset(
-        images=images, scenes=list(scenes),
+        images=images,
+        scenes=list(scenes),
         image_index=np.array([i for i, _, _, _ in rows], dtype=np.int64),
-        ids=ids, lengths=lengths,
+        ids=ids,
+        lengths=lengths,
         answers=np.array([ANSWERS.index(a) for _, _, a, _ in rows], dtype=np.int64),
-        key_shape=np.array([k for _, _, _, k in rows]), patch=patch,
+        key_shape=np.array([k for _, _, _, k in rows]),
+        patch=patch,
     )
 
 
-def make_vqa_splits(num_train_scenes: int, num_test_scenes: int, seed: int = 0, *, grid: int = 3,
-                    cell: int = 8) -> tuple[VQADataset, VQADataset]:
+def make_vqa_splits(
+    num_train_scenes: int, num_test_scenes: int, seed: int = 0, *, grid: int = 3, cell: int = 8
+) -> tuple[VQADataset, VQADataset]:
     """Train and test VQA sets over disjoint scenes, deterministic per ``seed``.
 
     The test scenes are drawn after the training scenes and any scene already used for

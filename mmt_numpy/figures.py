@@ -36,8 +36,15 @@ SEED = 0
 
 SENTENCE = ["a", "red", "circle", "above", "a", "blue", "square"]
 PAD = "<pad>"
-_WORD_KIND = {"a": "article", "red": "colour", "blue": "colour", "circle": "shape", "square": "shape",
-              "above": "relation", PAD: "padding"}
+_WORD_KIND = {
+    "a": "article",
+    "red": "colour",
+    "blue": "colour",
+    "circle": "shape",
+    "square": "shape",
+    "above": "relation",
+    PAD: "padding",
+}
 _KINDS = ["article", "colour", "shape", "relation", "padding"]
 # What each kind of word looks for (its query); padding looks for nothing.
 _SEEKS = {"article": "relation", "colour": "colour", "shape": "colour", "relation": "shape"}
@@ -85,10 +92,15 @@ def self_attention_figure() -> Figure:
     """(a) The hand-set head of :func:`masked_sentence_attention` with its causal + padding mask."""
     weights, tokens, keep = masked_sentence_attention()
     return viz.plot_attention(
-        weights, tokens, tokens, keep, annotate=True, figsize=(6.6, 5.6),
+        weights,
+        tokens,
+        tokens,
+        keep,
+        annotate=True,
+        figsize=(6.6, 5.6),
         title="Causal self-attention over a padded sentence (one hand-set head):\n"
-              "a shape looks back for a colour, 'above' for a shape, 'a' for a relation,\n"
-              "a colour for a colour; nearer words win. Grey: future tokens and padding keys",
+        "a shape looks back for a colour, 'above' for a shape, 'a' for a relation,\n"
+        "a colour for a colour; nearer words win. Grey: future tokens and padding keys",
     )
 
 
@@ -160,8 +172,9 @@ def structured_encoder(
     x[0, np.arange(L), 16 + word_ids] = 1.0
     x[0, :, 32:] = 0.1 * rng.standard_normal((L, 32))
 
-    encoder = TransformerEncoder(D_MODEL, NUM_HEADS, 4 * D_MODEL, NUM_LAYERS, norm_first=True,
-                                 final_norm=True, rng=SEED)
+    encoder = TransformerEncoder(
+        D_MODEL, NUM_HEADS, 4 * D_MODEL, NUM_LAYERS, norm_first=True, final_norm=True, rng=SEED
+    )
     if len(sharpness) != NUM_LAYERS:
         raise ValueError(f"sharpness: expected {NUM_LAYERS} factors (one per layer), got {sharpness!r}")
     if len(rules) != NUM_LAYERS or any(len(r) != NUM_HEADS for r in rules):
@@ -194,8 +207,12 @@ def heads_grid_figure() -> Figure:
     weights = np.stack([w[0] for w in encoder.attn_weights])  # (layers, heads, L, L)
     titles = _head_titles()
     grid = viz.plot_attention_grid(
-        weights, tokens, tokens, row_titles=[f"layer {i}" for i in range(NUM_LAYERS)],
-        col_titles=[f"head {h}" for h in range(NUM_HEADS)], panel_size=2.35,
+        weights,
+        tokens,
+        tokens,
+        row_titles=[f"layer {i}" for i in range(NUM_LAYERS)],
+        col_titles=[f"head {h}" for h in range(NUM_HEADS)],
+        panel_size=2.35,
         title="Self-attention of a 2-layer, 4-head encoder (seeded; W_q, W_k of 6 heads hand-set)",
     )
     # The grid titles only the top row; here every panel names the rule its head was given.
@@ -218,10 +235,11 @@ def rollout_figure() -> Figure:
     """
     encoder, _, tokens = structured_encoder(ROLLOUT_RULES)
     return viz.plot_rollout(
-        encoder.attn_weights, tokens,
+        encoder.attn_weights,
+        tokens,
         title="Attention rollout of a 2-layer encoder whose heads all look one token back (hand-set):\n"
-              "each layer reaches 1 token back, the rollout (layers multiplied, + identity for the "
-              "residual) reaches 2",
+        "each layer reaches 1 token back, the rollout (layers multiplied, + identity for the "
+        "residual) reaches 2",
     )
 
 
@@ -253,8 +271,14 @@ def synthetic_scene() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     image = np.full((n, n, 3), 0.96)
     for shape, colour in ((circle, "red"), (blue_square, "blue"), (red_square, "red"), (triangle, "green")):
         image[shape] = _RGB[colour]
-    masks = {"red": circle | red_square, "green": triangle, "blue": blue_square,
-             "circle": circle, "square": blue_square | red_square, "triangle": triangle}
+    masks = {
+        "red": circle | red_square,
+        "green": triangle,
+        "blue": blue_square,
+        "circle": circle,
+        "square": blue_square | red_square,
+        "triangle": triangle,
+    }
     return image, masks
 
 
@@ -300,9 +324,14 @@ def cross_modal_figure() -> Figure:
     weights, image, tokens = cross_modal_attention()
     g = IMAGE_SIZE // PATCH
     return viz.plot_cross_modal(
-        weights, image, (g, g), tokens, [1, 2, 5, 6, 0], max_cols=3,
+        weights,
+        image,
+        (g, g),
+        tokens,
+        [1, 2, 5, 6, 0],
+        max_cols=3,
         title="Cross-attention from caption tokens to 8 x 8 image patches (one hand-set head):\n"
-              "colour and shape words query matching patch features; 'a' has no query, so it is uniform",
+        "colour and shape words query matching patch features; 'a' has no query, so it is uniform",
     )
 
 
@@ -315,8 +344,9 @@ def gradcheck_figure() -> Figure:
 
     reports = [case.run() for case in all_cases()]
     return viz.plot_gradcheck_errors(
-        reports, title=f"Gradient checks of all {len(reports)} cases (python -m mmt_numpy gradcheck):\n"
-                       "worst relative error of each hand-written backward vs central differences",
+        reports,
+        title=f"Gradient checks of all {len(reports)} cases (python -m mmt_numpy gradcheck):\n"
+        "worst relative error of each hand-written backward vs central differences",
     )
 
 

@@ -37,8 +37,9 @@ import numpy as np
 from mmt_numpy.nn.module import Parameter
 
 
-def _number(name: str, value: object, low: float, high: float = math.inf, *,
-            high_open: bool = False) -> float:
+def _number(
+    name: str, value: object, low: float, high: float = math.inf, *, high_open: bool = False
+) -> float:
     """``value`` as a float in ``[low, high]`` (``[low, high)`` with ``high_open``), else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
@@ -95,8 +96,9 @@ class SGD(Optimizer):
         weight_decay: λ ≥ 0, added to the gradient as ``λ θ``.
     """
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    ) -> None:
         super().__init__(params)
         self.lr = _number("lr", lr, 0.0)
         self.momentum = _number("momentum", momentum, 0.0, 1.0, high_open=True)
@@ -133,9 +135,14 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params)
         self.lr = _number("lr", lr, 0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -159,16 +166,18 @@ class Adam(Optimizer):
         m += (1.0 - self.beta1) * g  # m ← β1 m + (1 − β1) g
         v *= self.beta2
         v += (1.0 - self.beta2) * g * g  # v ← β2 v + (1 − β2) g²
-        bias_correction1 = 1.0 - self.beta1 ** self.t
-        bias_correction2 = 1.0 - self.beta2 ** self.t
+        bias_correction1 = 1.0 - self.beta1**self.t
+        bias_correction2 = 1.0 - self.beta2**self.t
         # θ ← θ − lr/(1 − β1ᵗ) · m / (√v/√(1 − β2ᵗ) + ε): PyTorch's arrangement, in which ε is
         # added to the bias-corrected √v̂ (not to the raw √v).
         denom = np.sqrt(v) / math.sqrt(bias_correction2) + self.eps
         p.data -= (self.lr / bias_correction1) * (m / denom)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(lr={self.lr}, betas=({self.beta1}, {self.beta2}), "
-                f"eps={self.eps}, weight_decay={self.weight_decay})")
+        return (
+            f"{type(self).__name__}(lr={self.lr}, betas=({self.beta1}, {self.beta2}), "
+            f"eps={self.eps}, weight_decay={self.weight_decay})"
+        )
 
 
 class AdamW(Adam):
@@ -181,7 +190,12 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)

@@ -65,33 +65,60 @@ class ImageTextModel(Module):
         dtype, rng: parameter dtype and initialisation generator.
     """
 
-    def __init__(self, vocab_size: int, patch_dim: int, output_dim: int, *, hidden_dim: int = 32,
-                 num_heads: int = 4, num_layers: int = 2, d_ff: int = 64, max_len: int = 16,
-                 image_grid: tuple[int, int] | None = None, grid_std: float = 0.3,
-                 dtype: object = np.float64, rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        patch_dim: int,
+        output_dim: int,
+        *,
+        hidden_dim: int = 32,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int = 64,
+        max_len: int = 16,
+        image_grid: tuple[int, int] | None = None,
+        grid_std: float = 0.3,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.token_embedding = Embedding(vocab_size, hidden_dim, dtype=self.dtype, rng=gen)
         self.transformer = MultimodalTransformer(
-            hidden_dim, patch_dim, hidden_dim, num_heads, num_layers, output_dim, d_ff=d_ff,
-            max_len=max_len, positional="learned", norm_first=True, final_norm=True,
-            dtype=self.dtype, rng=gen,
+            hidden_dim,
+            patch_dim,
+            hidden_dim,
+            num_heads,
+            num_layers,
+            output_dim,
+            d_ff=d_ff,
+            max_len=max_len,
+            positional="learned",
+            norm_first=True,
+            final_norm=True,
+            dtype=self.dtype,
+            rng=gen,
         )
         # The word table starts at N(0, 1) (torch.nn.Embedding's default), far louder than the
         # patch features (rms ~0.24); shrink it tenfold.  The 1-D position tables start at
         # N(0, 0.02²) and are shrunk with it, to 0.002: fine for the text (these questions do
         # not need word order), but for the image it hides the column of a patch (see above).
-        for p in (self.token_embedding.weight, self.transformer.text_position.weight,
-                  self.transformer.image_position.weight):
+        for p in (
+            self.token_embedding.weight,
+            self.transformer.text_position.weight,
+            self.transformer.image_position.weight,
+        ):
             p.data *= 0.1
         if image_grid is not None:
             # Same contract as the 1-D table (x -> x + positions, dx = d_out), so the §5 model
             # calls it unchanged; made last, so every other initial value stays the same.
             self.transformer.image_position = GridPositionalEmbedding(
-                image_grid, hidden_dim, std=grid_std, dtype=self.dtype, rng=gen)
+                image_grid, hidden_dim, std=grid_std, dtype=self.dtype, rng=gen
+            )
 
-    def forward(self, ids: np.ndarray, patches: np.ndarray, text_lengths: np.ndarray | None = None
-                ) -> np.ndarray:
+    def forward(
+        self, ids: np.ndarray, patches: np.ndarray, text_lengths: np.ndarray | None = None
+    ) -> np.ndarray:
         """``ids (B, Lt)`` int, ``patches (B, Li, patch_dim)`` -> ``(B, Lt+Li, output_dim)``.
 
         ``text_lengths (B,)`` counts the real tokens of each row; padded text positions
@@ -114,12 +141,14 @@ def cls_logits_backward(d_logits: np.ndarray, out_shape: tuple[int, ...]) -> np.
     return d_out
 
 
-def predict(model: ImageTextModel, ids: np.ndarray, patches: np.ndarray, lengths: np.ndarray,
-            batch_size: int = 512) -> np.ndarray:
+def predict(
+    model: ImageTextModel, ids: np.ndarray, patches: np.ndarray, lengths: np.ndarray, batch_size: int = 512
+) -> np.ndarray:
     """``(N,)`` the arg-max answer at ``[CLS]`` for every question, in batches."""
     preds = [
-        model.forward(ids[s:s + batch_size], patches[s:s + batch_size], lengths[s:s + batch_size])[:, 0]
-        .argmax(-1)
+        model.forward(ids[s : s + batch_size], patches[s : s + batch_size], lengths[s : s + batch_size])[
+            :, 0
+        ].argmax(-1)
         for s in range(0, len(ids), batch_size)
     ]
     return np.concatenate(preds)
@@ -174,14 +203,22 @@ def train_vqa(config: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     dtype = as_float_dtype(config.dtype)
     if config.image_positions not in IMAGE_POSITIONS:
         raise ValueError(
-            f"image_positions: expected one of {IMAGE_POSITIONS}, got {config.image_positions!r}")
+            f"image_positions: expected one of {IMAGE_POSITIONS}, got {config.image_positions!r}"
+        )
     train_set, test_set = data.make_vqa_splits(config.train_scenes, config.test_scenes, config.seed)
     train_patches, test_patches = train_set.patches(dtype), test_set.patches(dtype)
     model = ImageTextModel(
-        len(data.TOKENIZER), train_patches.shape[-1], len(data.ANSWERS), hidden_dim=config.hidden_dim,
-        num_heads=config.num_heads, num_layers=config.num_layers, d_ff=config.d_ff,
+        len(data.TOKENIZER),
+        train_patches.shape[-1],
+        len(data.ANSWERS),
+        hidden_dim=config.hidden_dim,
+        num_heads=config.num_heads,
+        num_layers=config.num_layers,
+        d_ff=config.d_ff,
         max_len=max(train_set.ids.shape[1], train_patches.shape[1]),
-        image_grid=train_set.grid if config.image_positions == "grid" else None, dtype=dtype, rng=config.seed,
+        image_grid=train_set.grid if config.image_positions == "grid" else None,
+        dtype=dtype,
+        rng=config.seed,
     )
     optimizer = Adam(model.parameters(), lr=config.lr)
     order_rng = np.random.default_rng(config.seed + 1)
@@ -191,7 +228,7 @@ def train_vqa(config: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         order = order_rng.permutation(len(train_set))
         epoch_losses = []
         for s in range(0, len(order), config.batch_size):
-            idx = order[s:s + config.batch_size]
+            idx = order[s : s + config.batch_size]
             out = model.forward(train_set.ids[idx], train_patches[idx], train_set.lengths[idx])
             loss, cache = ops.cross_entropy_forward(out[:, 0], train_set.answers[idx])
             optimizer.zero_grad()
@@ -199,14 +236,18 @@ def train_vqa(config: TrainConfig, log: Callable[[str], None] = print) -> TrainR
             optimizer.step()
             epoch_losses.append(float(loss))
         result.step_losses.extend(epoch_losses)
-        train_acc = float(np.mean(predict(model, train_set.ids, train_patches, train_set.lengths)
-                                  == train_set.answers))
-        test_acc = float(np.mean(predict(model, test_set.ids, test_patches, test_set.lengths)
-                                 == test_set.answers))
+        train_acc = float(
+            np.mean(predict(model, train_set.ids, train_patches, train_set.lengths) == train_set.answers)
+        )
+        test_acc = float(
+            np.mean(predict(model, test_set.ids, test_patches, test_set.lengths) == test_set.answers)
+        )
         result.train_accuracy.append(train_acc)
         result.test_accuracy.append(test_acc)
-        log(f"epoch {epoch:>3}  loss {np.mean(epoch_losses):.4f}  train accuracy {train_acc:.4f}  "
-            f"test accuracy {test_acc:.4f}  time {time.perf_counter() - start:.1f}s")
+        log(
+            f"epoch {epoch:>3}  loss {np.mean(epoch_losses):.4f}  train accuracy {train_acc:.4f}  "
+            f"test accuracy {test_acc:.4f}  time {time.perf_counter() - start:.1f}s"
+        )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -270,8 +311,8 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
     picks += [int(np.flatnonzero(test.ids[:, 1] == data.TOKENIZER.ids["what"])[1])]
     num_layers = len(result.model.transformer.encoder.layers)
     for n, q in enumerate(picks):
-        ids, lengths = test.ids[q:q + 1], test.lengths[q:q + 1]
-        patches = test.patches(result.model.dtype)[q:q + 1]
+        ids, lengths = test.ids[q : q + 1], test.lengths[q : q + 1]
+        patches = test.patches(result.model.dtype)[q : q + 1]
         logits = result.model.forward(ids, patches, lengths)[0, 0]
         tokens = ["[CLS]", *data.TOKENIZER.decode(ids)[0].split()]
         word = tokens.index("the") + 1
@@ -279,7 +320,11 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
         for layer in range(num_layers):
             attn = text_to_image_attention(result.model, ids.shape[1], layer)[0, : len(tokens)]
             fig = plot_cross_modal(
-                attn.astype(np.float64), test.images[test.image_index[q]], test.grid, tokens, [word, 0],
+                attn.astype(np.float64),
+                test.images[test.image_index[q]],
+                test.grid,
+                tokens,
+                [word, 0],
                 title=f'layer {layer}: "{" ".join(tokens[1:])}" -> {answer}',
             )
             path = out / f"attention_q{n}_layer{layer}.png"
@@ -290,8 +335,9 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
     return written
 
 
-def main(out: str = "runs/vqa", epochs: int | None = None, seed: int = 0,
-         log: Callable[[str], None] = print) -> float:
+def main(
+    out: str = "runs/vqa", epochs: int | None = None, seed: int = 0, log: Callable[[str], None] = print
+) -> float:
     """The ``train`` command: train, report, save.  Returns the final test accuracy."""
     config = TrainConfig(seed=seed)
     if epochs is not None:
@@ -302,8 +348,10 @@ def main(out: str = "runs/vqa", epochs: int | None = None, seed: int = 0,
     num_patches = result.test_set.grid[0] * result.test_set.grid[1]
     for layer in range(layers):
         on_patch = key_patch_attention(result, layer)
-        log(f"layer {layer}: shape word -> its patch, mean attention {on_patch:.3f} "
-            f"(chance {1 / num_patches:.3f})")
+        log(
+            f"layer {layer}: shape word -> its patch, mean attention {on_patch:.3f} "
+            f"(chance {1 / num_patches:.3f})"
+        )
     save_artifacts(result, Path(out), log)
     log(f"trained in {result.seconds:.1f}s")
     log(f"test accuracy: {result.test_accuracy[-1]:.4f}")

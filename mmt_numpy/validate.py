@@ -40,9 +40,7 @@ def same_dtype(names: tuple[str, ...], arrays: tuple[np.ndarray, ...]) -> None:
 def last_dim(name: str, x: np.ndarray, size: int, against: str) -> None:
     """Check that ``x.shape[-1] == size`` (``against`` names where ``size`` came from)."""
     if x.shape[-1] != size:
-        raise ValueError(
-            f"{name}: expected last dimension {size} (to match {against}), got shape {x.shape}"
-        )
+        raise ValueError(f"{name}: expected last dimension {size} (to match {against}), got shape {x.shape}")
 
 
 def bool_mask(name: str, mask: object, target_shape: tuple[int, ...]) -> np.ndarray:
@@ -75,8 +73,9 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def module_input(name: str, x: object, width: int, dtype: np.dtype, owner: str, ndim: int | None = None
-                 ) -> np.ndarray:
+def module_input(
+    name: str, x: object, width: int, dtype: np.dtype, owner: str, ndim: int | None = None
+) -> np.ndarray:
     """Check an array fed to a module: float, right rank, last dimension ``width``, ``dtype``.
 
     ``owner`` describes where ``width`` and ``dtype`` come from, e.g. ``"Linear(4, 8)"``, so

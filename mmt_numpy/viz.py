@@ -138,8 +138,17 @@ def _draw_heatmap(ax: Axes, weights: np.ndarray, keep: np.ndarray | None, cmap: 
     image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     if keep is not None:
         for i, j in np.argwhere(~keep):
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=MASKED_COLOUR,
-                                  edgecolor="#8a8a8a", hatch=MASKED_HATCH, linewidth=0))
+            ax.add_patch(
+                Rectangle(
+                    (j - 0.5, i - 0.5),
+                    1,
+                    1,
+                    facecolor=MASKED_COLOUR,
+                    edgecolor="#8a8a8a",
+                    hatch=MASKED_HATCH,
+                    linewidth=0,
+                )
+            )
     return image
 
 
@@ -148,8 +157,15 @@ def _annotate(ax: Axes, weights: np.ndarray, keep: np.ndarray | None) -> None:
     for (i, j), value in np.ndenumerate(weights):
         if keep is not None and not keep[i, j]:
             continue
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                color="black" if value > 0.6 else "white")
+        ax.text(
+            j,
+            i,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="black" if value > 0.6 else "white",
+        )
 
 
 def _token_ticks(ax: Axes, query_labels: list[str], key_labels: list[str]) -> None:
@@ -159,8 +175,9 @@ def _token_ticks(ax: Axes, query_labels: list[str], key_labels: list[str]) -> No
 
 
 def _masked_legend(fig: Figure) -> None:
-    handle = Patch(facecolor=MASKED_COLOUR, edgecolor="#8a8a8a", hatch=MASKED_HATCH,
-                   label="masked: may not attend")
+    handle = Patch(
+        facecolor=MASKED_COLOUR, edgecolor="#8a8a8a", hatch=MASKED_HATCH, label="masked: may not attend"
+    )
     fig.legend(handles=[handle], loc="lower left", fontsize=8, frameon=False)
 
 
@@ -288,11 +305,15 @@ def _check_image(image: object) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image: expected shape (H, W, 3) with RGB channels last, got {image.shape}")
     if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"image: expected float RGB values in [0, 1], got dtype {image.dtype} "
-                        "(divide uint8 images by 255)")
+        raise TypeError(
+            f"image: expected float RGB values in [0, 1], got dtype {image.dtype} "
+            "(divide uint8 images by 255)"
+        )
     if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
-        raise ValueError(f"image: expected finite values in [0, 1], got range "
-                         f"[{np.nanmin(image):.3g}, {np.nanmax(image):.3g}]")
+        raise ValueError(
+            f"image: expected finite values in [0, 1], got range "
+            f"[{np.nanmin(image):.3g}, {np.nanmax(image):.3g}]"
+        )
     return image
 
 
@@ -348,11 +369,15 @@ def plot_cross_modal(
         raise TypeError(f"grid: expected a pair (gh, gw) of patch counts, got {grid!r}")
     gh, gw = positive_int("grid[0]", grid[0]), positive_int("grid[1]", grid[1])
     if gh * gw != Li:
-        raise ValueError(f"grid: expected gh * gw = {Li} (the number of patches, weights.shape[1] "
-                         f"of {w.shape}), got {gh} x {gw} = {gh * gw}")
+        raise ValueError(
+            f"grid: expected gh * gw = {Li} (the number of patches, weights.shape[1] "
+            f"of {w.shape}), got {gh} x {gw} = {gh * gw}"
+        )
     if H % gh or W % gw:
-        raise ValueError(f"image: expected a height divisible by gh={gh} and a width divisible by "
-                         f"gw={gw} (whole patches), got shape {img.shape}")
+        raise ValueError(
+            f"image: expected a height divisible by gh={gh} and a width divisible by "
+            f"gw={gw} (whole patches), got shape {img.shape}"
+        )
     labels = _check_labels("tokens", tokens, Lt, f"one per text row of weights {w.shape}")
     if isinstance(token_indices, (int, np.integer)) or len(token_indices) == 0:
         raise TypeError(f"token_indices: expected a non-empty sequence of ints, got {token_indices!r}")
@@ -425,8 +450,10 @@ def attention_rollout(weights_per_layer: Sequence[np.ndarray]) -> np.ndarray:
         ``(L, L)`` or ``(B, L, L)``; every row sums to 1.
     """
     if isinstance(weights_per_layer, np.ndarray) or not isinstance(weights_per_layer, Sequence):
-        raise TypeError("weights_per_layer: expected a list with one (B, H, L, L) or (H, L, L) array per "
-                        f"layer, got {type(weights_per_layer).__name__}")
+        raise TypeError(
+            "weights_per_layer: expected a list with one (B, H, L, L) or (H, L, L) array per "
+            f"layer, got {type(weights_per_layer).__name__}"
+        )
     if len(weights_per_layer) == 0:
         raise ValueError("weights_per_layer: expected at least one layer, got an empty list")
     layers = []
@@ -437,11 +464,13 @@ def attention_rollout(weights_per_layer: Sequence[np.ndarray]) -> np.ndarray:
                 f"weights_per_layer[{i}]: expected (H, L, L) or (B, H, L, L), got shape {w.shape}"
             )
         if w.shape[-1] != w.shape[-2]:
-            raise ValueError(f"weights_per_layer[{i}]: expected square self-attention (L, L) matrices, "
-                             f"got shape {w.shape}")
+            raise ValueError(
+                f"weights_per_layer[{i}]: expected square self-attention (L, L) matrices, got shape {w.shape}"
+            )
         if layers and w.shape != layers[0].shape:
-            raise ValueError(f"weights_per_layer[{i}]: expected shape {layers[0].shape} as layer 0, "
-                             f"got {w.shape}")
+            raise ValueError(
+                f"weights_per_layer[{i}]: expected shape {layers[0].shape} as layer 0, got {w.shape}"
+            )
         layers.append(w)
     L = layers[0].shape[-1]
     identity = np.eye(L)
@@ -501,8 +530,9 @@ def plot_rollout(
         _token_ticks(ax, names, names)
         ax.tick_params(labelsize=8)
         ax.set_xlabel("input token" if i == n - 1 else "key", fontsize=9)
-        ax.set_title(f"rollout of layers 0..{n - 2}" if i == n - 1 else f"layer {i}, heads averaged",
-                     fontsize=10)
+        ax.set_title(
+            f"rollout of layers 0..{n - 2}" if i == n - 1 else f"layer {i}, heads averaged", fontsize=10
+        )
     axes[0].set_ylabel("output position (query)", fontsize=9)
     fig.colorbar(image, ax=list(axes), label="weight", shrink=0.85)
     fig.suptitle(title, fontsize=11)
@@ -561,13 +591,21 @@ def plot_gradcheck_errors(
     ax.axvline(rtol, color="black", linestyle="--", linewidth=1.2)
     ax.text(rtol, -0.9, f" pass if <= {rtol:g}", fontsize=8, va="bottom", ha="left")
     for yi, value in zip(y, errors, strict=True):
-        ax.text(max(value, floor) * 1.3, yi, f"{value:.1e}", va="center", fontsize=7,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
+        ax.text(
+            max(value, floor) * 1.3,
+            yi,
+            f"{value:.1e}",
+            va="center",
+            fontsize=7,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
+        )
     ax.set_xlabel("max relative error |analytic − numeric| / scale  (log scale; shorter is better)")
     ax.grid(axis="x", which="major", alpha=0.3)
     n_failed = sum(not r.passed for r in reports)
-    legend = [Patch(color="tab:green", label=f"passed ({len(reports) - n_failed})"),
-              Patch(color="tab:red", label=f"failed ({n_failed})")]
+    legend = [
+        Patch(color="tab:green", label=f"passed ({len(reports) - n_failed})"),
+        Patch(color="tab:red", label=f"failed ({n_failed})"),
+    ]
     ax.legend(handles=legend, loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig

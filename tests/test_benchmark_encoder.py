@@ -90,8 +90,9 @@ def test_linear_folds_any_leading_dimensions(shape: tuple[int, ...]) -> None:
     assert dx.shape == x.shape
     np.testing.assert_allclose(dx, np.matmul(d_out, W.T), rtol=1e-13, atol=1e-13)
     x_rows, d_rows = x.reshape(-1, 4), d_out.reshape(-1, 5)
-    np.testing.assert_allclose(dW, sum(np.outer(a, g) for a, g in zip(x_rows, d_rows, strict=True)),
-                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        dW, sum(np.outer(a, g) for a, g in zip(x_rows, d_rows, strict=True)), rtol=1e-13, atol=1e-13
+    )
     np.testing.assert_allclose(db, d_rows.sum(0), rtol=1e-13, atol=1e-13)
 
 
@@ -108,8 +109,11 @@ def test_linear_takes_a_strided_view() -> None:
 # ---------------------------------------------------------------- the modality gradient
 
 
-@pytest.mark.parametrize("modality", [1, np.array([0, 0, 2, 1]), np.array([[0, 1, 1, 2], [2, 2, 0, 0]])],
-                         ids=["int", "(L,)", "(B, L)"])
+@pytest.mark.parametrize(
+    "modality",
+    [1, np.array([0, 0, 2, 1]), np.array([[0, 1, 1, 2], [2, 2, 0, 0]])],
+    ids=["int", "(L,)", "(B, L)"],
+)
 def test_modality_embedding_gradient_equals_add_at(modality) -> None:
     m = randomize(ModalityEmbedding(3, 5, rng=0), 1)
     x, d_out = randn(2, 2, 4, 5), randn(3, 2, 4, 5)
@@ -133,8 +137,9 @@ def arrays_in(value) -> list[np.ndarray]:
 
 def test_float32_model_keeps_every_array_float32() -> None:
     """Output, input gradients, parameter gradients and every cached intermediate."""
-    model = MultimodalTransformer(6, 7, 8, 2, 2, 3, d_ff=16, max_len=8, positional="learned",
-                                  dtype=np.float32, rng=0)
+    model = MultimodalTransformer(
+        6, 7, 8, 2, 2, 3, d_ff=16, max_len=8, positional="learned", dtype=np.float32, rng=0
+    )
     text, image = randn(1, 2, 4, 6).astype(np.float32), randn(2, 2, 5, 7).astype(np.float32)
     out = model.forward(text, image, text_lengths=np.array([4, 2]))
     d_text, d_image = model.backward(np.ones_like(out))

@@ -74,7 +74,10 @@ def test_unknown_command_is_a_usage_error(capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "mmt_numpy", "gradcheck", "--filter", "residual"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert SUMMARY.search(result.stdout).groups()[1] == "0"

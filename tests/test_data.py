@@ -51,7 +51,7 @@ def test_left_of_answers_agree_with_the_pixels(splits):
     gh, gw = train.grid
     lit = train.patches().max(axis=-1) > 0  # (N, num_patches): patches that hold a shape
     for n in np.flatnonzero(train.ids[:, 1] == data.TOKENIZER.ids["is"]):
-        words = data.TOKENIZER.decode(train.ids[n:n + 1])[0].split()  # is the A left of the B ?
+        words = data.TOKENIZER.decode(train.ids[n : n + 1])[0].split()  # is the A left of the B ?
         scene = train.scenes[train.image_index[n]]
         col_a, col_b = scene.find(words[2])[3], scene.find(words[6])[3]
         for shape in (words[2], words[6]):
@@ -74,7 +74,7 @@ def test_patchify_matches_a_loop():
     for n in range(2):
         for r in range(2):
             for c in range(3):
-                square = images[n, 3 * r:3 * r + 3, 3 * c:3 * c + 3]
+                square = images[n, 3 * r : 3 * r + 3, 3 * c : 3 * c + 3]
                 np.testing.assert_array_equal(out[n, r * 3 + c], square.ravel())
 
 

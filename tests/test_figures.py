@@ -51,7 +51,7 @@ def test_masked_sentence_head_follows_its_rules_and_its_mask():
     looks_at = {tokens[i]: tokens[j] for i, j in enumerate(weights.argmax(axis=1)) if tokens[i] != "<pad>"}
     assert looks_at["circle"] == "red" and looks_at["square"] == "blue" and looks_at["above"] == "circle"
     assert np.all(weights[~keep] == 0)
-    assert not keep[:, tokens.index("<pad>"):].any()  # no query may look at padding
+    assert not keep[:, tokens.index("<pad>") :].any()  # no query may look at padding
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
 
 
@@ -77,7 +77,7 @@ def test_rollout_encoder_reaches_two_tokens_back():
     encoder, _, tokens = figures.structured_encoder(figures.ROLLOUT_RULES)
     rollout = attention_rollout(encoder.attn_weights)[0]
     for i in range(2, len(tokens)):
-        assert rollout[i, i - 2: i + 1].sum() > 0.85  # tokens i-2, i-1, i carry the weight
+        assert rollout[i, i - 2 : i + 1].sum() > 0.85  # tokens i-2, i-1, i carry the weight
 
 
 def test_cross_modal_words_find_their_patches():

@@ -23,11 +23,14 @@ def test_feature_fusion_is_concatenation_along_the_sequence():
     assert d_b[0, 0, 0] == 3 * 4  # first element of b's gradient is element (0, 3, 0) of d_out
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("concat", lambda v1, v2: np.concatenate([v1, v2], axis=1)),
-    ("sum", lambda v1, v2: v1 + v2),
-    ("product", lambda v1, v2: v1 * v2),
-])
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("concat", lambda v1, v2: np.concatenate([v1, v2], axis=1)),
+        ("sum", lambda v1, v2: v1 + v2),
+        ("product", lambda v1, v2: v1 * v2),
+    ],
+)
 def test_vector_fusion_values_and_gradients(mode, expected):
     v1, v2 = randn(2, 3, 4), randn(3, 3, 4)
     m = VectorFusion(mode)

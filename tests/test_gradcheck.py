@@ -272,8 +272,7 @@ def test_a_nonzero_gradient_where_the_truth_is_zero_is_rejected(rng):
 def test_format_table_has_a_row_per_report_with_its_verdict(rng):
     x = rng.standard_normal((2, 3))
     good = check_op(ops.relu_forward, ops.relu_backward, {"x": x + 5}, name="good relu")
-    bad = check_op(ops.relu_forward, lambda d, c: 2 * ops.relu_backward(d, c), {"x": x + 5},
-                   name="bad relu")
+    bad = check_op(ops.relu_forward, lambda d, c: 2 * ops.relu_backward(d, c), {"x": x + 5}, name="bad relu")
     lines = format_table([good, bad]).splitlines()
     assert len(lines) == 4  # header, rule, two rows
     assert lines[2].startswith("good relu") and lines[2].endswith("PASS")

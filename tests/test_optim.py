@@ -26,8 +26,10 @@ def _quadratic_problem():
         return A.T @ (A @ t1 - y), c * t2
 
     def torch_loss(t1, t2):
-        return 0.5 * ((torch.from_numpy(A) @ t1 - torch.from_numpy(y)) ** 2).sum() + 0.5 * (
-            torch.from_numpy(c) * t2 ** 2).sum()
+        return (
+            0.5 * ((torch.from_numpy(A) @ t1 - torch.from_numpy(y)) ** 2).sum()
+            + 0.5 * (torch.from_numpy(c) * t2**2).sum()
+        )
 
     return (theta1, theta2), grads, torch_loss
 
@@ -48,35 +50,49 @@ def _run_both(ours_cls, theirs_cls, **hyper) -> None:
         torch_loss(*t_params).backward()
         t_opt.step()
         for ours, theirs in zip(params, t_params, strict=True):
-            np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=0, atol=1e-10,
-                                       err_msg=f"{ours_cls.__name__} {hyper}, step {step + 1}")
+            np.testing.assert_allclose(
+                ours.data,
+                theirs.detach().numpy(),
+                rtol=0,
+                atol=1e-10,
+                err_msg=f"{ours_cls.__name__} {hyper}, step {step + 1}",
+            )
     # The run must have moved the parameters, or the comparison proved nothing.
     assert not np.allclose(params[0].data, theta1)
 
 
-@pytest.mark.parametrize("hyper", [
-    {"lr": 0.1},
-    {"lr": 0.1, "momentum": 0.9},
-    {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.1},
-    {"lr": 0.1, "weight_decay": 0.3},
-])
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {"lr": 0.1},
+        {"lr": 0.1, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.1},
+        {"lr": 0.1, "weight_decay": 0.3},
+    ],
+)
 def test_sgd_matches_torch(hyper) -> None:
     _run_both(SGD, torch.optim.SGD, **hyper)
 
 
-@pytest.mark.parametrize("hyper", [
-    {"lr": 0.1},
-    {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6},
-    {"lr": 0.1, "weight_decay": 0.2},
-])
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {"lr": 0.1},
+        {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6},
+        {"lr": 0.1, "weight_decay": 0.2},
+    ],
+)
 def test_adam_matches_torch(hyper) -> None:
     _run_both(Adam, torch.optim.Adam, **hyper)
 
 
-@pytest.mark.parametrize("hyper", [
-    {"lr": 0.1},  # default weight_decay 0.01 on both sides
-    {"lr": 0.05, "betas": (0.8, 0.99), "weight_decay": 0.3},
-])
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {"lr": 0.1},  # default weight_decay 0.01 on both sides
+        {"lr": 0.05, "betas": (0.8, 0.99), "weight_decay": 0.3},
+    ],
+)
 def test_adamw_matches_torch(hyper) -> None:
     _run_both(AdamW, torch.optim.AdamW, **hyper)
 
@@ -128,24 +144,27 @@ def test_training_a_model_lowers_its_loss() -> None:
     losses = []
     for _ in range(200):
         err = model.forward(x) - y
-        losses.append(float(np.mean(err ** 2)))
+        losses.append(float(np.mean(err**2)))
         opt.zero_grad()
         model.backward(2 * err / err.size)
         opt.step()
     assert losses[-1] < 1e-3 * losses[0]
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda p: SGD(p, lr=-0.1), r"lr: expected a number in \[0"),
-    (lambda p: SGD(p, lr=0.1, momentum=1.0), r"momentum: expected a number in \[0, 1\)"),
-    (lambda p: Adam(p, betas=(0.9, 1.0)), r"betas\[1\]"),
-    (lambda p: Adam(p, betas=0.9), "betas: expected a pair"),
-    (lambda p: AdamW(p, weight_decay=-1.0), "weight_decay"),
-    (lambda p: Adam(p, eps=float("nan")), "eps"),
-    (lambda p: SGD([], lr=0.1), "params: expected at least one Parameter"),
-    (lambda p: SGD([np.ones(3)], lr=0.1), r"params\[0\]: expected a Parameter, got ndarray"),
-    (lambda p: SGD(p + p, lr=0.1), "more than once"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda p: SGD(p, lr=-0.1), r"lr: expected a number in \[0"),
+        (lambda p: SGD(p, lr=0.1, momentum=1.0), r"momentum: expected a number in \[0, 1\)"),
+        (lambda p: Adam(p, betas=(0.9, 1.0)), r"betas\[1\]"),
+        (lambda p: Adam(p, betas=0.9), "betas: expected a pair"),
+        (lambda p: AdamW(p, weight_decay=-1.0), "weight_decay"),
+        (lambda p: Adam(p, eps=float("nan")), "eps"),
+        (lambda p: SGD([], lr=0.1), "params: expected at least one Parameter"),
+        (lambda p: SGD([np.ones(3)], lr=0.1), r"params\[0\]: expected a Parameter, got ndarray"),
+        (lambda p: SGD(p + p, lr=0.1), "more than once"),
+    ],
+)
 def test_bad_arguments_are_named(make, pattern) -> None:
     params = [Parameter(np.ones(3))]
     with pytest.raises((TypeError, ValueError), match=pattern):

@@ -50,16 +50,28 @@ def test_saved_parameters_reproduce_predictions(short_run, tmp_path):
 
     test = short_run.test_set
     patches = test.patches(np.float32)
-    fresh = ImageTextModel(len(data.TOKENIZER), patches.shape[-1], len(data.ANSWERS), hidden_dim=16,
-                           num_heads=2, d_ff=32, max_len=9, image_grid=(3, 3), dtype=np.float32, rng=123)
+    fresh = ImageTextModel(
+        len(data.TOKENIZER),
+        patches.shape[-1],
+        len(data.ANSWERS),
+        hidden_dim=16,
+        num_heads=2,
+        d_ff=32,
+        max_len=9,
+        image_grid=(3, 3),
+        dtype=np.float32,
+        rng=123,
+    )
     before = fresh.forward(test.ids, patches, test.lengths)
     load(fresh, tmp_path / "params.npz")
     after = fresh.forward(test.ids, patches, test.lengths)
     expected = short_run.model.forward(test.ids, patches, test.lengths)
     assert not np.array_equal(before, expected)  # the fresh model really was different
     np.testing.assert_array_equal(after, expected)
-    np.testing.assert_array_equal(predict(fresh, test.ids, patches, test.lengths),
-                                  predict(short_run.model, test.ids, patches, test.lengths))
+    np.testing.assert_array_equal(
+        predict(fresh, test.ids, patches, test.lengths),
+        predict(short_run.model, test.ids, patches, test.lengths),
+    )
 
 
 def test_image_positions_are_a_grid_at_the_scale_of_the_patch_features(short_run):
@@ -72,12 +84,12 @@ def test_image_positions_are_a_grid_at_the_scale_of_the_patch_features(short_run
     patches = short_run.train_set.patches()[:200]
     features = model.transformer.image_embedding.forward(patches)
     content = features[patches.sum(-1) > 0] - model.transformer.image_embedding.b.data  # shape patches
-    content_rms = np.sqrt(np.mean(content ** 2))
+    content_rms = np.sqrt(np.mean(content**2))
     assert 0.5 < np.sqrt(np.mean(position.table() ** 2)) / content_rms < 4
     # the §5 model's 1-D table, as ImageTextModel scales it, is about 1% of the content
     sequence = ImageTextModel(len(data.TOKENIZER), 192, len(data.ANSWERS), max_len=9, rng=0)
     assert isinstance(sequence.transformer.image_position, LearnedPositionalEmbedding)
-    assert np.sqrt(np.mean(sequence.transformer.image_position.weight.data ** 2)) / content_rms < 0.02
+    assert np.sqrt(np.mean(sequence.transformer.image_position.weight.data**2)) / content_rms < 0.02
 
 
 def test_config_rejects_unknown_image_positions():

@@ -36,8 +36,9 @@ def _hatched_cells(ax) -> list[Rectangle]:
 def test_plot_attention_draws_heatmap_labels_colourbar_and_hatched_masked_cells():
     L = 4
     mask = ops.causal_mask(L)
-    fig = viz.plot_attention(_weights(L, L, mask=mask), list("abcd"), list("abcd"), mask,
-                             title="causal test", annotate=True)
+    fig = viz.plot_attention(
+        _weights(L, L, mask=mask), list("abcd"), list("abcd"), mask, title="causal test", annotate=True
+    )
     assert isinstance(fig, Figure)
     heat, colourbar = fig.axes  # one heatmap, one colourbar
     assert heat.get_title() == "causal test"
@@ -85,8 +86,14 @@ def test_plot_attention_grid_has_one_panel_per_layer_and_head_and_one_colourbar(
 
 def test_plot_attention_grid_custom_titles_and_broadcast_mask():
     mask = ops.causal_mask(3)
-    fig = viz.plot_attention_grid(_weights(1, 2, 3, 3, mask=mask), list("abc"), list("abc"), mask,
-                                  row_titles=["enc"], col_titles=["h-a", "h-b"])
+    fig = viz.plot_attention_grid(
+        _weights(1, 2, 3, 3, mask=mask),
+        list("abc"),
+        list("abc"),
+        mask,
+        row_titles=["enc"],
+        col_titles=["h-a", "h-b"],
+    )
     assert [ax.get_title() for ax in fig.axes[:2]] == ["h-a", "h-b"]
     assert all(len(_hatched_cells(ax)) == 3 for ax in fig.axes[:2])
 
@@ -119,8 +126,9 @@ def test_plot_cross_modal_overlay_is_the_token_row_reshaped_to_the_patch_grid():
 
 
 def test_plot_cross_modal_wraps_panels_into_rows():
-    fig = viz.plot_cross_modal(_weights(5, 4), _image(4, 4), (2, 2), list("abcde"), [0, 1, 2, 3, 4],
-                               max_cols=3)
+    fig = viz.plot_cross_modal(
+        _weights(5, 4), _image(4, 4), (2, 2), list("abcde"), [0, 1, 2, 3, 4], max_cols=3
+    )
     assert len(fig.axes) == 6 + 1  # 6 image panels in 2 rows of 3, plus the colourbar
 
 

@@ -22,8 +22,13 @@ ORDER = 40
 
 def _info_nce(temperature: float) -> GradcheckReport:
     inputs = {"text_emb": randn(50, 5, 4), "image_emb": randn(51, 5, 4)}
-    return check_op(ops.info_nce_forward, ops.info_nce_backward, inputs,
-                    kwargs={"temperature": temperature}, name=f"info_nce (τ={temperature})")
+    return check_op(
+        ops.info_nce_forward,
+        ops.info_nce_backward,
+        inputs,
+        kwargs={"temperature": temperature},
+        name=f"info_nce (τ={temperature})",
+    )
 
 
 def _feature_fusion() -> GradcheckReport:
@@ -62,8 +67,9 @@ class MaskedLMLoss(Module):
     positions and the cross-entropy with ``ignore_index``.
     """
 
-    def __init__(self, model: ImageTextModel, ids: np.ndarray, lengths: np.ndarray,
-                 targets: np.ndarray) -> None:
+    def __init__(
+        self, model: ImageTextModel, ids: np.ndarray, lengths: np.ndarray, targets: np.ndarray
+    ) -> None:
         self.model, self.ids, self.lengths, self.targets = model, ids, lengths, targets
 
     def forward(self, patches: np.ndarray) -> np.ndarray:
@@ -87,8 +93,14 @@ class ClassificationLoss(MaskedLMLoss):
     output; a test swaps in a broken one to show the check rejects it.
     """
 
-    def __init__(self, model: ImageTextModel, ids: np.ndarray, lengths: np.ndarray, answers: np.ndarray,
-                 to_out: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = cls_logits_backward) -> None:
+    def __init__(
+        self,
+        model: ImageTextModel,
+        ids: np.ndarray,
+        lengths: np.ndarray,
+        answers: np.ndarray,
+        to_out: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = cls_logits_backward,
+    ) -> None:
         super().__init__(model, ids, lengths, answers)
         self.to_out = to_out
 
@@ -108,8 +120,18 @@ def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckRepo
     """Gradient check of the [CLS] classification loss on two toy questions (2x2-pixel patches),
     through the model ``train_vqa`` builds: 2-D (row + column) image positions."""
     train, _ = data.make_vqa_splits(2, 1, seed=7, grid=2, cell=2)
-    model = ImageTextModel(len(data.TOKENIZER), 12, len(data.ANSWERS), hidden_dim=4, num_heads=2,
-                           num_layers=1, d_ff=6, max_len=9, image_grid=train.grid, rng=8)
+    model = ImageTextModel(
+        len(data.TOKENIZER),
+        12,
+        len(data.ANSWERS),
+        hidden_dim=4,
+        num_heads=2,
+        num_layers=1,
+        d_ff=6,
+        max_len=9,
+        image_grid=train.grid,
+        rng=8,
+    )
     randomize(model, 20)
     rows = np.arange(2)
     patches = train.patches()[rows] + 0.3 * randn(10, 2, 4, 12)
@@ -123,12 +145,23 @@ def _masked_lm() -> GradcheckReport:
     corrupted, targets = data.mask_tokens(ids, np.random.default_rng(61), prob=0.5)
     targets[0, 1] = ids[0, 1]  # at least one target, and ...
     targets[1, :] = data.IGNORE_INDEX  # ... a row with none, which must get no gradient
-    model = ImageTextModel(len(data.TOKENIZER), patches.shape[-1], len(data.TOKENIZER), hidden_dim=4,
-                           num_heads=2, num_layers=1, d_ff=6, max_len=6, rng=62)
+    model = ImageTextModel(
+        len(data.TOKENIZER),
+        patches.shape[-1],
+        len(data.TOKENIZER),
+        hidden_dim=4,
+        num_heads=2,
+        num_layers=1,
+        d_ff=6,
+        max_len=6,
+        rng=62,
+    )
     randomize(model, 63)
-    return check_module(MaskedLMLoss(model, corrupted, lengths, targets),
-                                  {"patches": patches + 0.1 * randn(64, *patches.shape)},
-                                  name="masked-token loss (§2.2)")
+    return check_module(
+        MaskedLMLoss(model, corrupted, lengths, targets),
+        {"patches": patches + 0.1 * randn(64, *patches.shape)},
+        name="masked-token loss (§2.2)",
+    )
 
 
 CASES = [

@@ -14,7 +14,6 @@ from mmt_numpy.gradcheck import GradcheckReport, check_op
 ORDER = 30
 
 
-
 # name -> (Lq, Lk, block_size, keyword arguments of flash_attention_forward).  Block sizes
 # that divide the lengths (8 by 4, 6 by 2) and that do not (5 and 7 by 3, 7 by 4 and 2);
 # "all masks" is causal + window 2 + key_lengths [5, 3] with 1x1 tiles.
@@ -36,8 +35,11 @@ def _flash(name: str) -> GradcheckReport:
     B, H, d_k, d_v = 2, 2, 3, 2
     inputs = {"q": randn(31, B, H, Lq, d_k), "k": randn(32, B, H, Lk, d_k), "v": randn(33, B, H, Lk, d_v)}
     return check_op(
-        ops.flash_attention_forward, ops.flash_attention_backward, inputs,
-        kwargs={**kwargs, "block_size": block_size}, name=f"flash ({name})",
+        ops.flash_attention_forward,
+        ops.flash_attention_backward,
+        inputs,
+        kwargs={**kwargs, "block_size": block_size},
+        name=f"flash ({name})",
     )
 
 
@@ -45,8 +47,10 @@ def _rope(kind: str) -> GradcheckReport:
     x = randn(34, 2, 3, 5, 6)
     kwargs: dict = {}
     if kind == "float positions, base 100":
-        kwargs = {"positions": np.array([[0.0, 1.5, 3.0, 7.0, 9.5], [4.0, 5.0, 6.0, 7.0, 8.0]])[:, None, :],
-                  "base": 100.0}
+        kwargs = {
+            "positions": np.array([[0.0, 1.5, 3.0, 7.0, 9.5], [4.0, 5.0, 6.0, 7.0, 8.0]])[:, None, :],
+            "base": 100.0,
+        }
     return check_op(ops.rope_forward, ops.rope_backward, {"x": x}, kwargs=kwargs, name=f"rope ({kind})")
 
 

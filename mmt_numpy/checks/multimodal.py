@@ -20,8 +20,6 @@ from mmt_numpy.nn.module import Module, Parameter
 ORDER = 20
 
 
-
-
 class BothOutputs(Module):
     """A two-output module (``forward -> (a, b)``, ``backward(da, db)``) seen as a one-output one.
 
@@ -66,13 +64,24 @@ def _positional(kind: str) -> GradcheckReport:
 def _modality() -> GradcheckReport:
     m = randomize(nn.ModalityEmbedding(3, 4, rng=35), 36)
     modality = np.array([0, 0, 2, 2, 2])  # two text tokens, three image patches, type 1 unused
-    return check_module(m, {"x": randn(37, 2, 5, 4)}, kwargs={"modality": modality},
-                        name="ModalityEmbedding")
+    return check_module(m, {"x": randn(37, 2, 5, 4)}, kwargs={"modality": modality}, name="ModalityEmbedding")
 
 
 def _multimodal(positional: str, norm_first: bool, hidden: int = 4) -> GradcheckReport:
-    m = nn.MultimodalTransformer(5, 6, hidden, 2, 2, 3, d_ff=hidden + 2, max_len=8, positional=positional,
-                                 norm_first=norm_first, final_norm=norm_first, rng=38)
+    m = nn.MultimodalTransformer(
+        5,
+        6,
+        hidden,
+        2,
+        2,
+        3,
+        d_ff=hidden + 2,
+        max_len=8,
+        positional=positional,
+        norm_first=norm_first,
+        final_norm=norm_first,
+        rng=38,
+    )
     randomize(m, 39)
     inputs = {"text": randn(40, 2, 4, 5), "image": randn(41, 2, 3, 6)}
     kwargs = {"text_lengths": np.array([4, 2]), "image_lengths": np.array([2, 3])}
@@ -89,10 +98,11 @@ def _multimodal_name(positional: str, norm_first: bool, hidden: int) -> str:
 def _coattention() -> GradcheckReport:
     m = randomize(nn.CoAttentionLayer(4, 6, 2, 5, activation="gelu", rng=42), 43)
     inputs = {"text": randn(44, 2, 3, 4), "image": randn(45, 2, 4, 6)}
-    kwargs = {"text_mask": np.array([[True, True, True], [True, True, False]]),
-              "image_mask": np.array([[True, True, True, True], [True, False, False, False]])}
-    return check_module(BothOutputs(m), inputs, kwargs=kwargs,
-                                  name="CoAttentionLayer (§3.2, padding)")
+    kwargs = {
+        "text_mask": np.array([[True, True, True], [True, True, False]]),
+        "image_mask": np.array([[True, True, True, True], [True, False, False, False]]),
+    }
+    return check_module(BothOutputs(m), inputs, kwargs=kwargs, name="CoAttentionLayer (§3.2, padding)")
 
 
 CASES = [

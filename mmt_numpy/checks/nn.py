@@ -24,8 +24,6 @@ from mmt_numpy.gradcheck import GradcheckReport, check_module
 ORDER = 10
 
 
-
-
 def _linear(bias: bool) -> GradcheckReport:
     m = randomize(nn.Linear(4, 3, bias=bias, rng=1), 2)
     return check_module(m, {"x": randn(3, 2, 3, 4)}, name=f"Linear{'' if bias else ' (no bias)'}")
@@ -42,8 +40,7 @@ def _mha(kind: str) -> GradcheckReport:
     query = randn(6, B, Lq, d_model)
     if kind == "self, padding mask":
         m = randomize(nn.MultiHeadAttention(d_model, H, rng=7), 8)
-        return check_module(m, {"query": query}, kwargs={"mask": ops.padding_mask([3, 2], Lq)},
-                                      name=name)
+        return check_module(m, {"query": query}, kwargs={"mask": ops.padding_mask([3, 2], Lq)}, name=name)
     if kind == "causal, no bias":
         m = randomize(nn.MultiHeadAttention(d_model, H, bias=False, rng=7), 8)
         return check_module(m, {"query": query}, kwargs={"mask": ops.causal_mask(Lq)}, name=name)
@@ -60,8 +57,9 @@ def _mha(kind: str) -> GradcheckReport:
 def _article_cross_attention() -> GradcheckReport:
     m = randomize(nn.ArticleCrossAttention(4, d_k=3, rng=13), 14)
     inputs = {"x": randn(15, 2, 3, 4), "y": randn(16, 2, 5, 4)}
-    return check_module(m, inputs, kwargs={"mask": ops.padding_mask([5, 3], 5)},
-                        name="ArticleCrossAttention (§4.2, padding)")
+    return check_module(
+        m, inputs, kwargs={"mask": ops.padding_mask([5, 3], 5)}, name="ArticleCrossAttention (§4.2, padding)"
+    )
 
 
 def _feedforward(activation: str) -> GradcheckReport:
@@ -70,17 +68,26 @@ def _feedforward(activation: str) -> GradcheckReport:
 
 
 def _encoder_layer(norm_first: bool, activation: str) -> GradcheckReport:
-    m = randomize(nn.TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, activation=activation,
-                                              rng=20), 21)
+    m = randomize(
+        nn.TransformerEncoderLayer(4, 2, 6, norm_first=norm_first, activation=activation, rng=20), 21
+    )
     variant = "pre-LN" if norm_first else "post-LN"
-    return check_module(m, {"x": randn(22, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([4, 2], 4)},
-                                  name=f"TransformerEncoderLayer ({variant}, {activation})")
+    return check_module(
+        m,
+        {"x": randn(22, 2, 4, 4)},
+        kwargs={"mask": ops.padding_mask([4, 2], 4)},
+        name=f"TransformerEncoderLayer ({variant}, {activation})",
+    )
 
 
 def _encoder() -> GradcheckReport:
     m = randomize(nn.TransformerEncoder(4, 2, 6, num_layers=2, norm_first=True, final_norm=True, rng=23), 24)
-    return check_module(m, {"x": randn(25, 2, 4, 4)}, kwargs={"mask": ops.padding_mask([3, 4], 4)},
-                                  name="TransformerEncoder (2 pre-LN + norm)")
+    return check_module(
+        m,
+        {"x": randn(25, 2, 4, 4)},
+        kwargs={"mask": ops.padding_mask([3, 4], 4)},
+        name="TransformerEncoder (2 pre-LN + norm)",
+    )
 
 
 _MHA_KINDS = (

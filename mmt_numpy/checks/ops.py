@@ -14,7 +14,6 @@ from mmt_numpy.gradcheck import GradcheckReport, check_op
 ORDER = 0
 
 
-
 def _away_from_zero(x: np.ndarray) -> np.ndarray:
     """Move values at least 0.1 away from 0, where ReLU has its kink."""
     return np.sign(x) * (0.1 + np.abs(x))
@@ -35,8 +34,11 @@ def _relu() -> GradcheckReport:
 
 def _gelu(form: str) -> GradcheckReport:
     return check_op(
-        ops.gelu_forward, ops.gelu_backward, {"x": 2 * randn(5, 3, 7)},
-        kwargs={"approximate": form}, name=f"gelu ({form})",
+        ops.gelu_forward,
+        ops.gelu_backward,
+        {"x": 2 * randn(5, 3, 7)},
+        kwargs={"approximate": form},
+        name=f"gelu ({form})",
     )
 
 
@@ -69,7 +71,10 @@ def _attention(kind: str) -> GradcheckReport:
     elif kind == "scale":
         kwargs["scale"] = 0.3
     return check_op(
-        ops.attention_forward, ops.attention_backward, inputs, kwargs=kwargs,
+        ops.attention_forward,
+        ops.attention_backward,
+        inputs,
+        kwargs=kwargs,
         name=f"attention ({kind})",
     )
 
@@ -92,7 +97,9 @@ def _dropout_with_fixed_rng(x: np.ndarray, p: float) -> tuple[np.ndarray, tuple]
 
 def _dropout() -> GradcheckReport:
     return check_op(
-        partial(_dropout_with_fixed_rng, p=0.3), ops.dropout_backward, {"x": randn(18, 3, 8)},
+        partial(_dropout_with_fixed_rng, p=0.3),
+        ops.dropout_backward,
+        {"x": randn(18, 3, 8)},
         name="dropout (p=0.3)",
     )
 
@@ -102,7 +109,9 @@ def _cross_entropy(reduction: str) -> GradcheckReport:
     targets = np.random.default_rng(20).integers(0, 7, size=(2, 4))
     targets[0, 1] = targets[1, 3] = -100  # ignored, as unmasked tokens in masked-token prediction
     return check_op(
-        ops.cross_entropy_forward, ops.cross_entropy_backward, {"logits": logits},
+        ops.cross_entropy_forward,
+        ops.cross_entropy_backward,
+        {"logits": logits},
         kwargs={"targets": targets, "reduction": reduction},
         name=f"cross_entropy ({reduction}, ignore_index)",
     )

@@ -76,8 +76,16 @@ class MultiHeadAttention(Module):
     dropout, so it matches ``nn.MultiheadAttention(dropout=0.0)``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, bias: bool = True, *, kv_dim: int | None = None,
-                 dtype: object = np.float64, rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        bias: bool = True,
+        *,
+        kv_dim: int | None = None,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.num_heads = positive_int("num_heads", num_heads)
         if self.d_model % self.num_heads:
@@ -93,7 +101,7 @@ class MultiHeadAttention(Module):
             # PyTorch draws its stacked in_proj_weight (3D, D) as one Xavier matrix, so each
             # projection gets the bound √(6 / 4D); we draw the same and split the columns.
             W_qkv = _xavier_uniform(gen, D, 3 * D, self.dtype)
-            W_q, W_k, W_v = W_qkv[:, :D], W_qkv[:, D:2 * D], W_qkv[:, 2 * D:]
+            W_q, W_k, W_v = W_qkv[:, :D], W_qkv[:, D : 2 * D], W_qkv[:, 2 * D :]
         else:  # separate q/k/v_proj_weight in PyTorch, each its own Xavier matrix
             W_q, W_k, W_v = (_xavier_uniform(gen, n, D, self.dtype) for n in (D, E, E))
         self.W_q, self.W_k, self.W_v = Parameter(W_q), Parameter(W_k), Parameter(W_v)
@@ -109,8 +117,9 @@ class MultiHeadAttention(Module):
     def _bias(self, p: Parameter | None) -> np.ndarray | None:
         return None if p is None else p.data
 
-    def forward(self, query: np.ndarray, key_value: np.ndarray | None = None,
-                mask: np.ndarray | None = None) -> np.ndarray:
+    def forward(
+        self, query: np.ndarray, key_value: np.ndarray | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         """Attend from ``query`` to ``key_value`` (or to ``query`` itself).
 
         Args:
@@ -135,8 +144,14 @@ class MultiHeadAttention(Module):
                 )
             key_value = query
         else:
-            module_input("key_value", key_value, self.kv_dim, self.dtype,
-                         f"MultiHeadAttention(kv_dim={self.kv_dim})", ndim=3)
+            module_input(
+                "key_value",
+                key_value,
+                self.kv_dim,
+                self.dtype,
+                f"MultiHeadAttention(kv_dim={self.kv_dim})",
+                ndim=3,
+            )
             if key_value.shape[0] != query.shape[0]:
                 raise ValueError(
                     f"key_value: expected batch size {query.shape[0]} (as query {query.shape}), "
@@ -181,8 +196,16 @@ class MultiHeadAttention(Module):
         d_query, dW_q, db_q = ops.linear_backward(merge_heads(dq_h), cache_q)
         d_kv_from_k, dW_k, db_k = ops.linear_backward(merge_heads(dk_h), cache_k)
         d_kv_from_v, dW_v, db_v = ops.linear_backward(merge_heads(dv_h), cache_v)
-        for p, g in ((self.W_q, dW_q), (self.W_k, dW_k), (self.W_v, dW_v), (self.W_o, dW_o),
-                     (self.b_q, db_q), (self.b_k, db_k), (self.b_v, db_v), (self.b_o, db_o)):
+        for p, g in (
+            (self.W_q, dW_q),
+            (self.W_k, dW_k),
+            (self.W_v, dW_v),
+            (self.W_o, dW_o),
+            (self.b_q, db_q),
+            (self.b_k, db_k),
+            (self.b_v, db_v),
+            (self.b_o, db_o),
+        ):
             if p is not None:
                 p.grad += g
         # key_value feeds k and v: the two gradients add (in place: both arrays are ours).
@@ -221,8 +244,9 @@ class ArticleCrossAttention(Module):
         dtype, rng: parameter dtype and the initialisation's generator.
     """
 
-    def __init__(self, d_model: int, d_k: int | None = None, *, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self, d_model: int, d_k: int | None = None, *, dtype: object = np.float64, rng: RngLike = None
+    ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.d_k = self.d_model if d_k is None else positive_int("d_k", d_k)
         self.dtype = as_float_dtype(dtype)

@@ -69,9 +69,19 @@ class CoAttentionLayer(Module):
         dtype, rng: parameter dtype and the generator for initialisation and dropout masks.
     """
 
-    def __init__(self, d_text: int, d_image: int, num_heads: int, d_ff: int, *, activation: str = "relu",
-                 dropout: float = 0.0, layer_norm_eps: float = 1e-5, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        d_text: int,
+        d_image: int,
+        num_heads: int,
+        d_ff: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        layer_norm_eps: float = 1e-5,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.d_text = positive_int("d_text", d_text)
         self.d_image = positive_int("d_image", d_image)
         self.d_ff = positive_int("d_ff", d_ff)
@@ -90,8 +100,13 @@ class CoAttentionLayer(Module):
         self.text_dropout1, self.text_dropout2 = Dropout(dropout, rng=gen), Dropout(dropout, rng=gen)
         self.image_dropout1, self.image_dropout2 = Dropout(dropout, rng=gen), Dropout(dropout, rng=gen)
 
-    def forward(self, text: np.ndarray, image: np.ndarray, text_mask: np.ndarray | None = None,
-                image_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(
+        self,
+        text: np.ndarray,
+        image: np.ndarray,
+        text_mask: np.ndarray | None = None,
+        image_mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Update both streams from each other.
 
         Args:
@@ -160,5 +175,7 @@ class CoAttentionLayer(Module):
         return d_text + d_text_query + d_text_kv, d_image + d_image_query + d_image_kv
 
     def __repr__(self) -> str:
-        return (f"CoAttentionLayer(d_text={self.d_text}, d_image={self.d_image}, "
-                f"num_heads={self.text_cross_attn.num_heads}, d_ff={self.d_ff})")
+        return (
+            f"CoAttentionLayer(d_text={self.d_text}, d_image={self.d_image}, "
+            f"num_heads={self.text_cross_attn.num_heads}, d_ff={self.d_ff})"
+        )

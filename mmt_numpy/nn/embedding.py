@@ -60,8 +60,7 @@ def _sequence_input(name: str, x: object, dim: int, max_len: int, dtype: np.dtyp
     module_input(name, x, dim, dtype, owner, ndim=3)
     if x.shape[1] > max_len:
         raise ValueError(
-            f"{name}: sequence length {x.shape[1]} exceeds max_len={max_len} of {owner}; "
-            f"got shape {x.shape}"
+            f"{name}: sequence length {x.shape[1]} exceeds max_len={max_len} of {owner}; got shape {x.shape}"
         )
     return x
 
@@ -78,8 +77,9 @@ class Embedding(Module):
         dtype, rng: parameter dtype and the initialisation's generator.
     """
 
-    def __init__(self, num_embeddings: int, dim: int, *, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self, num_embeddings: int, dim: int, *, dtype: object = np.float64, rng: RngLike = None
+    ) -> None:
         self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.dim = positive_int("dim", dim)
         self.dtype = as_float_dtype(dtype)
@@ -206,8 +206,15 @@ class GridPositionalEmbedding(Module):
         dtype, rng: parameter dtype and the initialisation's generator.
     """
 
-    def __init__(self, grid: tuple[int, int], dim: int, *, std: float = 0.02, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        dim: int,
+        *,
+        std: float = 0.02,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         if not isinstance(grid, (tuple, list)) or len(grid) != 2:
             raise TypeError(f"grid: expected a pair (rows, columns), got {grid!r}")
         self.rows = positive_int("grid[0]", grid[0])
@@ -268,8 +275,9 @@ class ModalityEmbedding(Module):
         dtype, rng: parameter dtype and the initialisation's generator.
     """
 
-    def __init__(self, num_modalities: int, dim: int, *, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self, num_modalities: int, dim: int, *, dtype: object = np.float64, rng: RngLike = None
+    ) -> None:
         self.num_modalities = positive_int("num_modalities", num_modalities)
         self.dim = positive_int("dim", dim)
         self.dtype = as_float_dtype(dtype)

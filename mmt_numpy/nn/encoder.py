@@ -52,9 +52,19 @@ class TransformerEncoderLayer(Module):
         dtype, rng: parameter dtype and the generator for initialisation and dropout masks.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, norm_first: bool = False,
-                 activation: str = "relu", dropout: float = 0.0, layer_norm_eps: float = 1e-5, *,
-                 dtype: object = np.float64, rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        layer_norm_eps: float = 1e-5,
+        *,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.d_ff = positive_int("d_ff", d_ff)
         self.norm_first = bool(norm_first)
@@ -140,9 +150,11 @@ class TransformerEncoderLayer(Module):
         return d_x + self._attention_block_backward(d_attn)
 
     def __repr__(self) -> str:
-        return (f"TransformerEncoderLayer(d_model={self.d_model}, num_heads={self.self_attn.num_heads}, "
-                f"d_ff={self.d_ff}, norm_first={self.norm_first}, "
-                f"activation={self.activation.name!r}, dropout={self.dropout.p})")
+        return (
+            f"TransformerEncoderLayer(d_model={self.d_model}, num_heads={self.self_attn.num_heads}, "
+            f"d_ff={self.d_ff}, norm_first={self.norm_first}, "
+            f"activation={self.activation.name!r}, dropout={self.dropout.p})"
+        )
 
 
 class TransformerEncoder(Module):
@@ -162,15 +174,27 @@ class TransformerEncoder(Module):
         dtype, rng: parameter dtype and the generator.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, num_layers: int, norm_first: bool = False,
-                 activation: str = "relu", dropout: float = 0.0, final_norm: bool = False, *,
-                 dtype: object = np.float64, rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        num_layers: int,
+        norm_first: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        final_norm: bool = False,
+        *,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.num_layers = positive_int("num_layers", num_layers)
         dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.layers = [
-            TransformerEncoderLayer(d_model, num_heads, d_ff, norm_first, activation, dropout,
-                                    dtype=dtype, rng=gen)
+            TransformerEncoderLayer(
+                d_model, num_heads, d_ff, norm_first, activation, dropout, dtype=dtype, rng=gen
+            )
             for _ in range(self.num_layers)
         ]
         self.norm = LayerNorm(d_model, dtype=dtype) if final_norm else None
@@ -199,5 +223,6 @@ class TransformerEncoder(Module):
         return [layer.self_attn.attn_weights for layer in self.layers]
 
     def __repr__(self) -> str:
-        return (f"TransformerEncoder(num_layers={self.num_layers}, layer={self.layers[0]!r}, "
-                f"norm={self.norm!r})")
+        return (
+            f"TransformerEncoder(num_layers={self.num_layers}, layer={self.layers[0]!r}, norm={self.norm!r})"
+        )

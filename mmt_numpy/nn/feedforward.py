@@ -65,8 +65,16 @@ class FeedForward(Module):
         dtype, rng: parameter dtype and the generator for initialisation and dropout masks.
     """
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "relu", dropout: float = 0.0, *,
-                 dtype: object = np.float64, rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        *,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.d_ff = positive_int("d_ff", d_ff)
         dtype = as_float_dtype(dtype)
@@ -93,5 +101,7 @@ class FeedForward(Module):
         return self.linear1.backward(d_hidden)  # hidden = linear1(x)
 
     def __repr__(self) -> str:
-        return (f"FeedForward(d_model={self.d_model}, d_ff={self.d_ff}, "
-                f"activation={self.activation.name!r}, dropout={self.dropout.p})")
+        return (
+            f"FeedForward(d_model={self.d_model}, d_ff={self.d_ff}, "
+            f"activation={self.activation.name!r}, dropout={self.dropout.p})"
+        )

@@ -41,8 +41,10 @@ class FeatureFusion(Module):
         float_array("b", b, ndim=3)
         same_dtype(("a", "b"), (a, b))
         if b.shape[0] != a.shape[0] or b.shape[2] != a.shape[2]:
-            raise ValueError(f"b: expected shape ({a.shape[0]}, Lb, {a.shape[2]}) (batch and width of "
-                             f"a {a.shape}), got {b.shape}")
+            raise ValueError(
+                f"b: expected shape ({a.shape[0]}, Lb, {a.shape[2]}) (batch and width of "
+                f"a {a.shape}), got {b.shape}"
+            )
         self._cache = a.shape[1]
         return np.concatenate([a, b], axis=1)
 
@@ -99,7 +101,7 @@ class VectorFusion(Module):
         v1, v2 = self._saved()
         if self.mode == "concat":
             # out = [v1 ; v2]  ->  split
-            return d_out[:, : v1.shape[1]], d_out[:, v1.shape[1]:]
+            return d_out[:, : v1.shape[1]], d_out[:, v1.shape[1] :]
         if self.mode == "sum":
             # out = v1 + v2  ->  both get d_out
             return d_out, d_out.copy()
@@ -124,24 +126,27 @@ class TensorFusion(Module):
         dtype, rng: parameter dtype and initialisation generator (for ``proj``).
     """
 
-    def __init__(self, d1: int, d2: int, d_out: int | None = None, *, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self, d1: int, d2: int, d_out: int | None = None, *, dtype: object = np.float64, rng: RngLike = None
+    ) -> None:
         self.d1 = positive_int("d1", d1)
         self.d2 = positive_int("d2", d2)
         self.dtype = as_float_dtype(dtype)
         self.fused_dim = (self.d1 + 1) * (self.d2 + 1)
         self.proj = None
         if d_out is not None:
-            self.proj = Linear(self.fused_dim, positive_int("d_out", d_out), dtype=self.dtype,
-                               rng=as_generator(rng))
+            self.proj = Linear(
+                self.fused_dim, positive_int("d_out", d_out), dtype=self.dtype, rng=as_generator(rng)
+            )
 
     def forward(self, v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
         """``v1 (B, d1)``, ``v2 (B, d2)`` -> ``(B, (d1+1)(d2+1))``, or ``(B, d_out)`` with ``proj``."""
         for name, v, d in (("v1", v1, self.d1), ("v2", v2, self.d2)):
             float_array(name, v, ndim=2)
             if v.shape[1] != d:
-                raise ValueError(f"{name}: expected shape (B, {d}) for TensorFusion({self.d1}, {self.d2}), "
-                                 f"got {v.shape}")
+                raise ValueError(
+                    f"{name}: expected shape (B, {d}) for TensorFusion({self.d1}, {self.d2}), got {v.shape}"
+                )
             if v.dtype != self.dtype:
                 raise TypeError(f"{name}: expected dtype {self.dtype} (the module's), got {v.dtype}")
         if v2.shape[0] != v1.shape[0]:

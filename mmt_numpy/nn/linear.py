@@ -31,8 +31,9 @@ class Linear(Module):
         rng: a ``np.random.Generator`` or an int seed for the initialisation.
     """
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = True, *, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self, d_in: int, d_out: int, bias: bool = True, *, dtype: object = np.float64, rng: RngLike = None
+    ) -> None:
         self.d_in = positive_int("d_in", d_in)
         self.d_out = positive_int("d_out", d_out)
         self.dtype = as_float_dtype(dtype)

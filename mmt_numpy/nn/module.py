@@ -69,9 +69,7 @@ class Module:
     def _saved(self) -> Any:
         """The cache of the last forward; a clear error when there was none."""
         if self._cache is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.backward called before forward: run forward first"
-            )
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward: run forward first")
         return self._cache
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -79,9 +77,7 @@ class Module:
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
-            elif isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, Module) for v in value
-            ):
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
                 for i, child in enumerate(value):
                     yield f"{name}.{i}", child
 

@@ -91,11 +91,25 @@ class MultimodalTransformer(Module):
         dtype, rng: parameter dtype and the generator for every initialisation and dropout.
     """
 
-    def __init__(self, text_dim: int, image_dim: int, hidden_dim: int, num_heads: int, num_layers: int,
-                 output_dim: int, *, d_ff: int | None = None, max_len: int = 512,
-                 positional: str = "sinusoidal", norm_first: bool = False, activation: str = "relu",
-                 dropout: float = 0.0, final_norm: bool = False, dtype: object = np.float64,
-                 rng: RngLike = None) -> None:
+    def __init__(
+        self,
+        text_dim: int,
+        image_dim: int,
+        hidden_dim: int,
+        num_heads: int,
+        num_layers: int,
+        output_dim: int,
+        *,
+        d_ff: int | None = None,
+        max_len: int = 512,
+        positional: str = "sinusoidal",
+        norm_first: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        final_norm: bool = False,
+        dtype: object = np.float64,
+        rng: RngLike = None,
+    ) -> None:
         self.text_dim = positive_int("text_dim", text_dim)
         self.image_dim = positive_int("image_dim", image_dim)
         self.hidden_dim = positive_int("hidden_dim", hidden_dim)
@@ -117,16 +131,32 @@ class MultimodalTransformer(Module):
             self.text_position = LearnedPositionalEmbedding(self.max_len, D, dtype=self.dtype, rng=gen)
             self.image_position = LearnedPositionalEmbedding(self.max_len, D, dtype=self.dtype, rng=gen)
         self.modality_embedding = ModalityEmbedding(2, D, dtype=self.dtype, rng=gen)
-        self.encoder = TransformerEncoder(D, num_heads, d_ff, num_layers, norm_first, activation, dropout,
-                                          final_norm, dtype=self.dtype, rng=gen)
+        self.encoder = TransformerEncoder(
+            D,
+            num_heads,
+            d_ff,
+            num_layers,
+            norm_first,
+            activation,
+            dropout,
+            final_norm,
+            dtype=self.dtype,
+            rng=gen,
+        )
         self.output_layer = Linear(D, self.output_dim, dtype=self.dtype, rng=gen)
 
     @property
     def num_heads(self) -> int:
         return self.encoder.layers[0].self_attn.num_heads
 
-    def key_mask(self, batch: int, Lt: int, Li: int, text_lengths: np.ndarray | None = None,
-                 image_lengths: np.ndarray | None = None) -> np.ndarray:
+    def key_mask(
+        self,
+        batch: int,
+        Lt: int,
+        Li: int,
+        text_lengths: np.ndarray | None = None,
+        image_lengths: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The ``(B, 1, 1, Lt + Li)`` keep-mask over keys built from the two length arrays.
 
         Key j of row b may be attended (True) when it is a real text token
@@ -143,9 +173,14 @@ class MultimodalTransformer(Module):
             image_keep = np.arange(Li) < _lengths("image_lengths", image_lengths, batch, Li)[:, None]
         return np.concatenate([text_keep, image_keep], axis=1)[:, None, None, :]
 
-    def forward(self, text: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
-                text_lengths: np.ndarray | None = None, image_lengths: np.ndarray | None = None
-                ) -> np.ndarray:
+    def forward(
+        self,
+        text: np.ndarray,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        text_lengths: np.ndarray | None = None,
+        image_lengths: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Encode a batch of text and image sequences together.
 
         Args:
@@ -161,8 +196,10 @@ class MultimodalTransformer(Module):
             ``(B, Lt + Li, output_dim)``: rows ``:Lt`` belong to the text tokens, ``Lt:`` to
             the image patches.
         """
-        owner = (f"MultimodalTransformer(text_dim={self.text_dim}, image_dim={self.image_dim}, "
-                 f"hidden_dim={self.hidden_dim})")
+        owner = (
+            f"MultimodalTransformer(text_dim={self.text_dim}, image_dim={self.image_dim}, "
+            f"hidden_dim={self.hidden_dim})"
+        )
         module_input("text", text, self.text_dim, self.dtype, owner, ndim=3)
         module_input("image", image, self.image_dim, self.dtype, owner, ndim=3)
         B, Lt, _ = text.shape
@@ -173,8 +210,10 @@ class MultimodalTransformer(Module):
             )
         for name, x in (("text", text), ("image", image)):
             if x.shape[1] > self.max_len:
-                raise ValueError(f"{name}: sequence length {x.shape[1]} exceeds max_len={self.max_len}, "
-                                 f"got shape {x.shape}")
+                raise ValueError(
+                    f"{name}: sequence length {x.shape[1]} exceeds max_len={self.max_len}, "
+                    f"got shape {x.shape}"
+                )
         L = Lt + Li
         keep = None
         if text_lengths is not None or image_lengths is not None:
@@ -208,7 +247,9 @@ class MultimodalTransformer(Module):
         return d_text, d_image
 
     def __repr__(self) -> str:
-        return (f"MultimodalTransformer(text_dim={self.text_dim}, image_dim={self.image_dim}, "
-                f"hidden_dim={self.hidden_dim}, num_heads={self.num_heads}, "
-                f"num_layers={self.encoder.num_layers}, output_dim={self.output_dim}, "
-                f"positional={self.positional!r})")
+        return (
+            f"MultimodalTransformer(text_dim={self.text_dim}, image_dim={self.image_dim}, "
+            f"hidden_dim={self.hidden_dim}, num_heads={self.num_heads}, "
+            f"num_layers={self.encoder.num_layers}, output_dim={self.output_dim}, "
+            f"positional={self.positional!r})"
+        )

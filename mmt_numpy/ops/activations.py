@@ -82,15 +82,19 @@ def gelu_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
 
 def _check_out(out: np.ndarray | None, like: np.ndarray, like_name: str) -> None:
     """``out``, when given, must be an ndarray of ``like``'s shape and dtype."""
-    if out is not None and not (isinstance(out, np.ndarray) and out.shape == like.shape
-                                and out.dtype == like.dtype):
+    if out is not None and not (
+        isinstance(out, np.ndarray) and out.shape == like.shape and out.dtype == like.dtype
+    ):
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
-        raise ValueError(f"out: expected None or an array of {like_name}'s dtype and shape "
-                         f"{like.dtype} {like.shape}, got {got}")
+        raise ValueError(
+            f"out: expected None or an array of {like_name}'s dtype and shape "
+            f"{like.dtype} {like.shape}, got {got}"
+        )
 
 
-def softmax_forward(x: np.ndarray, mask: np.ndarray | None = None, *,
-                    out: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+def softmax_forward(
+    x: np.ndarray, mask: np.ndarray | None = None, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple]:
     """Softmax over the last axis, optionally restricted to ``mask``.
 
     Args:

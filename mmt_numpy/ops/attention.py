@@ -58,9 +58,7 @@ def _check_qkv(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
             f"k: expected last dimension {q.shape[-1]} (d_k of q {q.shape}), got shape {k.shape}"
         )
     if v.shape[-2] != k.shape[-2]:
-        raise ValueError(
-            f"v: expected {k.shape[-2]} positions (Lk of k {k.shape}), got shape {v.shape}"
-        )
+        raise ValueError(f"v: expected {k.shape[-2]} positions (Lk of k {k.shape}), got shape {v.shape}")
     for name, x in (("k", k), ("v", v)):
         if x.shape[:-2] != q.shape[:-2]:
             raise ValueError(
@@ -102,9 +100,7 @@ def attention_forward(
     return out, (q, k, v, weights, scale)
 
 
-def attention_backward(
-    d_out: np.ndarray, cache: tuple
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attention_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of attention.
 
     Args:

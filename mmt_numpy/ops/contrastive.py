@@ -24,8 +24,10 @@ def _nonzero_rows(name: str, x: np.ndarray) -> None:
     """Refuse rows of zeros: a zero vector has no direction to normalise."""
     zero = np.flatnonzero(~np.any(x, axis=-1))
     if zero.size:
-        raise ValueError(f"{name}: expected no row of zeros (it has no direction to normalise), "
-                         f"got zero rows {zero.tolist()}")
+        raise ValueError(
+            f"{name}: expected no row of zeros (it has no direction to normalise), "
+            f"got zero rows {zero.tolist()}"
+        )
 
 
 def _normalize_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +109,9 @@ def info_nce_logits(text_emb: np.ndarray, image_emb: np.ndarray, temperature: fl
     float_array("text_emb", text_emb, ndim=2)
     float_array("image_emb", image_emb, ndim=2)
     if image_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"image_emb: expected width {text_emb.shape[1]} (as text_emb), "
-                         f"got {image_emb.shape}")
+        raise ValueError(
+            f"image_emb: expected width {text_emb.shape[1]} (as text_emb), got {image_emb.shape}"
+        )
     _nonzero_rows("text_emb", text_emb)
     _nonzero_rows("image_emb", image_emb)
     t_hat, _ = _normalize_forward(text_emb)

@@ -36,8 +36,7 @@ def dropout_forward(
         return x, (None,)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
-            f"rng: expected a numpy.random.Generator when dropout is active, "
-            f"got {type(rng).__name__}"
+            f"rng: expected a numpy.random.Generator when dropout is active, got {type(rng).__name__}"
         )
     # p == 1 drops everything; guard the 1/(1-p) so it does not become inf * 0 = NaN.
     keep_scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)

@@ -311,8 +311,8 @@ def flash_attention_forward(
         l_run = np.zeros(batch + (q1 - q0, 1), dtype=q.dtype)  # running Σ exp(s − m)
         acc = np.zeros(batch + (q1 - q0, v.shape[-1]), dtype=q.dtype)  # running Σ exp(s − m) v
         for tile in row_tiles:
-            k_blk = k[..., tile.k0:tile.k1, :]
-            v_blk = v[..., tile.k0:tile.k1, :]
+            k_blk = k[..., tile.k0 : tile.k1, :]
+            v_blk = v[..., tile.k0 : tile.k1, :]
             s = (q_blk @ k_blk.swapaxes(-1, -2)) * scale  # (..., bq, bk) this tile's scores
             keep = _tile_mask(tile, causal, window, key_lengths, q.ndim)
             if keep is not None:

@@ -1,7 +1,7 @@
 """Layer normalization over the last axis (§3.1, step 5).
 
-    μ = mean(x),  σ² = mean((x - μ)²)  (biased, as PyTorch),  x̂ = (x - μ) / √(σ² + ε)
-    out = γ ⊙ x̂ + β
+μ = mean(x),  σ² = mean((x - μ)²)  (biased, as PyTorch),  x̂ = (x - μ) / √(σ² + ε)
+out = γ ⊙ x̂ + β
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ def layernorm_forward(
     return out, (x_hat, rstd, gamma)
 
 
-def layernorm_backward(
-    d_out: np.ndarray, cache: tuple
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of layer norm.
 
     Derivation (per row, D features): with g = d_out ⊙ γ (the gradient reaching x̂),

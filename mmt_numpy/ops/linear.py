@@ -11,9 +11,7 @@ import numpy as np
 from mmt_numpy.validate import float_array, last_dim, same_dtype
 
 
-def linear_forward(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None
-) -> tuple[np.ndarray, tuple]:
+def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
     """Compute ``x @ W + b``.
 
     Args:
@@ -42,9 +40,7 @@ def linear_forward(
     return out.reshape(*x.shape[:-1], W.shape[1]), (x, W, b is not None)
 
 
-def linear_backward(
-    d_out: np.ndarray, cache: tuple
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def linear_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``out = x @ W + b``.
 
     Args:

@@ -80,8 +80,10 @@ def cross_entropy_backward(d_loss: np.ndarray | float, cache: tuple) -> np.ndarr
     log_probs, safe_targets, valid, count, reduction = cache
     grad = np.exp(log_probs)
     np.put_along_axis(
-        grad, safe_targets[..., None],
-        np.take_along_axis(grad, safe_targets[..., None], axis=-1) - 1.0, axis=-1,
+        grad,
+        safe_targets[..., None],
+        np.take_along_axis(grad, safe_targets[..., None], axis=-1) - 1.0,
+        axis=-1,
     )
     grad *= valid[..., None]
     d_loss = np.asarray(d_loss, dtype=log_probs.dtype)

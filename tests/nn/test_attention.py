@@ -38,8 +38,9 @@ def test_self_attention_matches_torch_with_both_mask_kinds(bias: bool) -> None:
 
     out = ours.forward(x, mask=keep_keys & keep_causal)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    out_t, weights_t = theirs(xt, xt, xt, key_padding_mask=torch_key_padding, attn_mask=torch_attn_mask,
-                              average_attn_weights=False)
+    out_t, weights_t = theirs(
+        xt, xt, xt, key_padding_mask=torch_key_padding, attn_mask=torch_attn_mask, average_attn_weights=False
+    )
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(ours.attn_weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)
 
@@ -65,8 +66,9 @@ def test_cross_attention_with_other_width_matches_torch() -> None:
     out = ours.forward(text, image, mask=keep)
     qt = torch.from_numpy(text.copy()).requires_grad_()
     kvt = torch.from_numpy(image.copy()).requires_grad_()
-    out_t, weights_t = theirs(qt, kvt, kvt, key_padding_mask=torch.from_numpy(~keep[:, 0, 0, :]),
-                              average_attn_weights=False)
+    out_t, weights_t = theirs(
+        qt, kvt, kvt, key_padding_mask=torch.from_numpy(~keep[:, 0, 0, :]), average_attn_weights=False
+    )
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
     assert ours.attn_weights.shape == (B, H, Lq, Lk)
     np.testing.assert_allclose(ours.attn_weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)

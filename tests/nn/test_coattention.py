@@ -22,11 +22,15 @@ def make_torch_layer(d_text: int, d_image: int, num_heads: int, d_ff: int):
         def __init__(self) -> None:
             super().__init__()
             for stream, d, other in (("text", d_text, d_image), ("image", d_image, d_text)):
-                setattr(self, f"{stream}_cross_attn",
-                        nn.MultiheadAttention(d, num_heads, kdim=other, vdim=other, batch_first=True))
+                setattr(
+                    self,
+                    f"{stream}_cross_attn",
+                    nn.MultiheadAttention(d, num_heads, kdim=other, vdim=other, batch_first=True),
+                )
                 setattr(self, f"{stream}_norm1", nn.LayerNorm(d))
-                setattr(self, f"{stream}_ff",
-                        nn.Sequential(nn.Linear(d, d_ff), nn.ReLU(), nn.Linear(d_ff, d)))
+                setattr(
+                    self, f"{stream}_ff", nn.Sequential(nn.Linear(d, d_ff), nn.ReLU(), nn.Linear(d_ff, d))
+                )
                 setattr(self, f"{stream}_norm2", nn.LayerNorm(d))
 
         def stream(self, name, x, other, other_ignore):
@@ -35,18 +39,24 @@ def make_torch_layer(d_text: int, d_image: int, num_heads: int, d_ff: int):
             return getattr(self, f"{name}_norm2")(x1 + getattr(self, f"{name}_ff")(x1))
 
         def forward(self, text, image, text_ignore, image_ignore):
-            return (self.stream("text", text, image, image_ignore),
-                    self.stream("image", image, text, text_ignore))
+            return (
+                self.stream("text", text, image, image_ignore),
+                self.stream("image", image, text, text_ignore),
+            )
 
     return TorchCoAttention().double()
 
 
 # ours -> (PyTorch's name without the stream prefix, transposed)
 STREAM_NAMES = {
-    "norm1.gamma": ("norm1.weight", False), "norm1.beta": ("norm1.bias", False),
-    "norm2.gamma": ("norm2.weight", False), "norm2.beta": ("norm2.bias", False),
-    "ff.linear1.W": ("ff.0.weight", True), "ff.linear1.b": ("ff.0.bias", False),
-    "ff.linear2.W": ("ff.2.weight", True), "ff.linear2.b": ("ff.2.bias", False),
+    "norm1.gamma": ("norm1.weight", False),
+    "norm1.beta": ("norm1.bias", False),
+    "norm2.gamma": ("norm2.weight", False),
+    "norm2.beta": ("norm2.bias", False),
+    "ff.linear1.W": ("ff.0.weight", True),
+    "ff.linear1.b": ("ff.0.bias", False),
+    "ff.linear2.W": ("ff.2.weight", True),
+    "ff.linear2.b": ("ff.2.bias", False),
 }
 
 
@@ -83,12 +93,22 @@ def test_matches_torch_with_padding_in_both_streams() -> None:
     np.testing.assert_allclose(d_image, image_t.grad.numpy(), rtol=0, atol=1e-10)
     for stream in ("text", "image"):
         for name, g in mha_grads_from_torch(getattr(theirs, f"{stream}_cross_attn")).items():
-            np.testing.assert_allclose(params[f"{stream}_cross_attn.{name}"].grad, g, rtol=0, atol=1e-10,
-                                       err_msg=f"{stream}_cross_attn.{name}")
+            np.testing.assert_allclose(
+                params[f"{stream}_cross_attn.{name}"].grad,
+                g,
+                rtol=0,
+                atol=1e-10,
+                err_msg=f"{stream}_cross_attn.{name}",
+            )
         for name, (torch_name, transposed) in STREAM_NAMES.items():
             g = torch_params[f"{stream}_{torch_name}"].grad.numpy()
-            np.testing.assert_allclose(params[f"{stream}_{name}"].grad, g.T if transposed else g, rtol=0,
-                                       atol=1e-10, err_msg=f"{stream}_{name}")
+            np.testing.assert_allclose(
+                params[f"{stream}_{name}"].grad,
+                g.T if transposed else g,
+                rtol=0,
+                atol=1e-10,
+                err_msg=f"{stream}_{name}",
+            )
 
 
 def test_masks_hide_padded_keys_and_accept_both_shapes() -> None:

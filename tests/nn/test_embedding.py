@@ -176,8 +176,11 @@ def test_grid_positions_add_row_plus_column_in_reading_order() -> None:
     out = m.forward(x)
     for n in range(6):  # patch n sits in row n // 3, column n % 3
         np.testing.assert_allclose(out[:, n], x[:, n] + m.row.data[n // 3] + m.column.data[n % 3], atol=1e-12)
-    np.testing.assert_allclose(m.table()[[0, 3]] - m.table()[[1, 4]],  # same column difference in
-                               np.tile(m.column.data[0] - m.column.data[1], (2, 1)), atol=1e-12)  # both rows
+    np.testing.assert_allclose(
+        m.table()[[0, 3]] - m.table()[[1, 4]],  # same column difference in
+        np.tile(m.column.data[0] - m.column.data[1], (2, 1)),
+        atol=1e-12,
+    )  # both rows
     assert np.std(m.row.data) == pytest.approx(0.5, rel=0.5)
     G = randn(32, 2, 6, 4)
     assert m.backward(G) is G
@@ -229,8 +232,9 @@ def test_grid_positions_float32_and_errors() -> None:
 # ---------------------------------------------------------------- ModalityEmbedding
 
 
-@pytest.mark.parametrize("modality", [1, np.array([0, 0, 1]), np.array([[0, 1, 1], [1, 1, 0]])],
-                         ids=["int", "(L,)", "(B, L)"])
+@pytest.mark.parametrize(
+    "modality", [1, np.array([0, 0, 1]), np.array([[0, 1, 1], [1, 1, 0]])], ids=["int", "(L,)", "(B, L)"]
+)
 def test_modality_embedding_adds_the_type_vector(modality) -> None:
     m = ModalityEmbedding(2, 4, rng=19)
     x = randn(20, 2, 3, 4)

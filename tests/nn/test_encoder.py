@@ -16,8 +16,11 @@ from tests.nn.torch_mapping import assert_layer_grads_match, layer_to_torch
 def torch_activation(name: str):
     import torch
 
-    return {"relu": "relu", "gelu": "gelu",
-            "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[name]
+    return {
+        "relu": "relu",
+        "gelu": "gelu",
+        "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    }[name]
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
@@ -27,8 +30,14 @@ def test_layer_matches_torch(norm_first: bool, activation: str) -> None:
     B, L, D, H, F = 2, 5, 8, 2, 12
     ours = randomize(TransformerEncoderLayer(D, H, F, norm_first=norm_first, activation=activation, rng=0), 1)
     theirs = torch.nn.TransformerEncoderLayer(
-        D, H, F, dropout=0.0, activation=torch_activation(activation), batch_first=True,
-        norm_first=norm_first, dtype=torch.float64,
+        D,
+        H,
+        F,
+        dropout=0.0,
+        activation=torch_activation(activation),
+        batch_first=True,
+        norm_first=norm_first,
+        dtype=torch.float64,
     )
     layer_to_torch(ours, theirs)
     x = randn(2, B, L, D)
@@ -50,12 +59,15 @@ def test_layer_matches_torch(norm_first: bool, activation: str) -> None:
 def test_two_layer_encoder_with_final_norm_matches_torch(norm_first: bool) -> None:
     torch = pytest.importorskip("torch")
     B, L, D, H, F = 2, 4, 8, 4, 16
-    ours = randomize(TransformerEncoder(D, H, F, num_layers=2, norm_first=norm_first, final_norm=True,
-                                        rng=4), 5)
-    layer = torch.nn.TransformerEncoderLayer(D, H, F, dropout=0.0, batch_first=True, norm_first=norm_first,
-                                             dtype=torch.float64)
-    theirs = torch.nn.TransformerEncoder(layer, num_layers=2, norm=torch.nn.LayerNorm(D, dtype=torch.float64),
-                                         enable_nested_tensor=False)
+    ours = randomize(
+        TransformerEncoder(D, H, F, num_layers=2, norm_first=norm_first, final_norm=True, rng=4), 5
+    )
+    layer = torch.nn.TransformerEncoderLayer(
+        D, H, F, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=torch.float64
+    )
+    theirs = torch.nn.TransformerEncoder(
+        layer, num_layers=2, norm=torch.nn.LayerNorm(D, dtype=torch.float64), enable_nested_tensor=False
+    )
     for ours_layer, their_layer in zip(ours.layers, theirs.layers, strict=True):
         layer_to_torch(ours_layer, their_layer)
     with torch.no_grad():

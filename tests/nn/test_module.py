@@ -15,13 +15,17 @@ MODULES = {
     "Linear": (lambda **kw: nn.Linear(4, 3, **kw), [(2, 3, 4)]),
     "LayerNorm": (lambda **kw: nn.LayerNorm(4, dtype=kw.get("dtype", np.float64)), [(2, 3, 4)]),
     "MultiHeadAttention (self)": (lambda **kw: nn.MultiHeadAttention(4, 2, **kw), [(2, 3, 4)]),
-    "MultiHeadAttention (cross)": (lambda **kw: nn.MultiHeadAttention(4, 2, kv_dim=6, **kw),
-                                   [(2, 3, 4), (2, 5, 6)]),
+    "MultiHeadAttention (cross)": (
+        lambda **kw: nn.MultiHeadAttention(4, 2, kv_dim=6, **kw),
+        [(2, 3, 4), (2, 5, 6)],
+    ),
     "ArticleCrossAttention": (lambda **kw: nn.ArticleCrossAttention(4, **kw), [(2, 3, 4), (2, 5, 4)]),
     "FeedForward (gelu)": (lambda **kw: nn.FeedForward(4, 6, activation="gelu", **kw), [(2, 3, 4)]),
     "TransformerEncoderLayer": (lambda **kw: nn.TransformerEncoderLayer(4, 2, 6, **kw), [(2, 3, 4)]),
-    "TransformerEncoder": (lambda **kw: nn.TransformerEncoder(4, 2, 6, 2, final_norm=True, **kw),
-                           [(2, 3, 4)]),
+    "TransformerEncoder": (
+        lambda **kw: nn.TransformerEncoder(4, 2, 6, 2, final_norm=True, **kw),
+        [(2, 3, 4)],
+    ),
 }
 WITH_RNG = [name for name in MODULES if name != "LayerNorm"]
 
@@ -41,10 +45,22 @@ def test_named_parameters_use_pytorch_like_dotted_names() -> None:
     enc = nn.TransformerEncoder(4, 2, 6, num_layers=2, final_norm=True)
     names = [name for name, _ in enc.named_parameters()]
     layer = [
-        "self_attn.W_q", "self_attn.W_k", "self_attn.W_v", "self_attn.W_o",
-        "self_attn.b_q", "self_attn.b_k", "self_attn.b_v", "self_attn.b_o",
-        "linear1.W", "linear1.b", "linear2.W", "linear2.b",
-        "norm1.gamma", "norm1.beta", "norm2.gamma", "norm2.beta",
+        "self_attn.W_q",
+        "self_attn.W_k",
+        "self_attn.W_v",
+        "self_attn.W_o",
+        "self_attn.b_q",
+        "self_attn.b_k",
+        "self_attn.b_v",
+        "self_attn.b_o",
+        "linear1.W",
+        "linear1.b",
+        "linear2.W",
+        "linear2.b",
+        "norm1.gamma",
+        "norm1.beta",
+        "norm2.gamma",
+        "norm2.beta",
     ]
     assert names == [f"layers.{i}.{n}" for i in range(2) for n in layer] + ["norm.gamma", "norm.beta"]
     assert enc.parameters() == [p for _, p in enc.named_parameters()]
@@ -85,8 +101,9 @@ def test_same_seed_same_parameters(name: str) -> None:
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert na == nb
         np.testing.assert_array_equal(pa.data, pb.data)
-    assert any(not np.array_equal(pa.data, pc.data) for pa, pc in zip(a.parameters(), c.parameters(),
-                                                                       strict=True))
+    assert any(
+        not np.array_equal(pa.data, pc.data) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
+    )
 
 
 def test_a_generator_is_used_and_advanced() -> None:

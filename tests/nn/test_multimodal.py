@@ -23,8 +23,19 @@ from tests.nn.torch_mapping import (
 # ---------------------------------------------------------------- the §5 model in PyTorch, fixed
 
 
-def make_torch_model(text_dim, image_dim, hidden_dim, num_heads, num_layers, output_dim, d_ff, max_len,
-                     positional, norm_first, final_norm):
+def make_torch_model(
+    text_dim,
+    image_dim,
+    hidden_dim,
+    num_heads,
+    num_layers,
+    output_dim,
+    d_ff,
+    max_len,
+    positional,
+    norm_first,
+    final_norm,
+):
     """The article's §5 ``MultimodalTransformer`` with the fixes mmt_numpy makes, in PyTorch.
 
     ``output_dim`` is an argument, the encoder is ``batch_first=True`` so that ``dim=1`` of
@@ -54,11 +65,15 @@ def make_torch_model(text_dim, image_dim, hidden_dim, num_heads, num_layers, out
             else:
                 self.register_buffer("pe", sinusoid(max_len, hidden_dim))
             self.modality_embedding = nn.Embedding(2, hidden_dim)
-            layer = nn.TransformerEncoderLayer(hidden_dim, num_heads, d_ff, dropout=0.0, batch_first=True,
-                                               norm_first=norm_first)
+            layer = nn.TransformerEncoderLayer(
+                hidden_dim, num_heads, d_ff, dropout=0.0, batch_first=True, norm_first=norm_first
+            )
             self.transformer_encoder = nn.TransformerEncoder(
-                layer, num_layers, norm=nn.LayerNorm(hidden_dim) if final_norm else None,
-                enable_nested_tensor=False)
+                layer,
+                num_layers,
+                norm=nn.LayerNorm(hidden_dim) if final_norm else None,
+                enable_nested_tensor=False,
+            )
             self.output_layer = nn.Linear(hidden_dim, output_dim)
 
         def forward(self, text, image, text_lengths, image_lengths):
@@ -73,8 +88,13 @@ def make_torch_model(text_dim, image_dim, hidden_dim, num_heads, num_layers, out
             types = torch.cat([torch.zeros(Lt, dtype=torch.long), torch.ones(Li, dtype=torch.long)])
             x = x + self.modality_embedding(types)
             # PyTorch's key padding mask says True = ignore this key.
-            ignore = torch.cat([torch.arange(Lt)[None] >= text_lengths[:, None],
-                                torch.arange(Li)[None] >= image_lengths[:, None]], dim=1)
+            ignore = torch.cat(
+                [
+                    torch.arange(Lt)[None] >= text_lengths[:, None],
+                    torch.arange(Li)[None] >= image_lengths[:, None],
+                ],
+                dim=1,
+            )
             return self.output_layer(self.transformer_encoder(x, src_key_padding_mask=ignore))
 
     return FixedMultimodalTransformer().double()
@@ -102,17 +122,33 @@ def copy_to_torch(ours: MultimodalTransformer, theirs) -> None:
         layer_to_torch(ours_layer, their_layer)
 
 
-@pytest.mark.parametrize("positional, norm_first", [("sinusoidal", False), ("learned", True)],
-                         ids=["post-LN, sinusoidal", "pre-LN + final norm, learned"])
+@pytest.mark.parametrize(
+    "positional, norm_first",
+    [("sinusoidal", False), ("learned", True)],
+    ids=["post-LN, sinusoidal", "pre-LN + final norm, learned"],
+)
 def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first: bool) -> None:
     torch = pytest.importorskip("torch")
     text_dim, image_dim, D, H, layers, out_dim, F, max_len = 5, 7, 8, 2, 2, 3, 12, 16
     B, Lt, Li = 3, 4, 6
-    ours = MultimodalTransformer(text_dim, image_dim, D, H, layers, out_dim, d_ff=F, max_len=max_len,
-                                 positional=positional, norm_first=norm_first, final_norm=norm_first, rng=0)
+    ours = MultimodalTransformer(
+        text_dim,
+        image_dim,
+        D,
+        H,
+        layers,
+        out_dim,
+        d_ff=F,
+        max_len=max_len,
+        positional=positional,
+        norm_first=norm_first,
+        final_norm=norm_first,
+        rng=0,
+    )
     randomize(ours, 1)
-    theirs = make_torch_model(text_dim, image_dim, D, H, layers, out_dim, F, max_len, positional,
-                              norm_first, norm_first)
+    theirs = make_torch_model(
+        text_dim, image_dim, D, H, layers, out_dim, F, max_len, positional, norm_first, norm_first
+    )
     copy_to_torch(ours, theirs)
     # Every parameter has a PyTorch twin of the same size: nothing was left uncopied.
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
@@ -136,7 +172,8 @@ def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first:
 
     assert_grads_by_names(ours, theirs, OUTER_NAMES)
     for i, (ours_layer, their_layer) in enumerate(
-            zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True)):
+        zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True)
+    ):
         assert_layer_grads_match(ours_layer, their_layer, prefix=f"encoder.layers.{i}.")
 
 
@@ -231,8 +268,11 @@ def test_modality_embedding_tells_identical_tokens_apart() -> None:
 
 def test_float32_in_float32_out() -> None:
     m = MultimodalTransformer(3, 4, 8, 2, 1, 5, dtype=np.float32, positional="learned", rng=16)
-    out = m.forward(randn(17, 2, 3, 3).astype(np.float32), randn(18, 2, 2, 4).astype(np.float32),
-                    text_lengths=np.array([3, 1]))
+    out = m.forward(
+        randn(17, 2, 3, 3).astype(np.float32),
+        randn(18, 2, 2, 4).astype(np.float32),
+        text_lengths=np.array([3, 1]),
+    )
     assert out.dtype == np.float32
     d_text, d_image = m.backward(np.ones_like(out))
     assert d_text.dtype == np.float32 and d_image.dtype == np.float32
@@ -241,8 +281,10 @@ def test_float32_in_float32_out() -> None:
 
 def test_same_seed_same_parameters() -> None:
     def params(seed):
-        return [p.data for p in MultimodalTransformer(3, 4, 8, 2, 2, 5, positional="learned", rng=seed)
-                .parameters()]
+        return [
+            p.data
+            for p in MultimodalTransformer(3, 4, 8, 2, 2, 5, positional="learned", rng=seed).parameters()
+        ]
 
     a, b, c = params(3), params(3), params(4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
@@ -259,22 +301,45 @@ def test_defaults_follow_the_description() -> None:
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("text_shape, image_shape, kwargs, error, pattern", [
-    ((2, 3, 3), (3, 2, 4), {}, ValueError, r"image: expected batch size 2 \(as text \(2, 3, 3\)\)"),
-    ((2, 3, 5), (2, 2, 4), {}, ValueError, r"text: expected last dimension 3 .*got shape \(2, 3, 5\)"),
-    ((2, 3, 3), (2, 2, 6), {}, ValueError, r"image: expected last dimension 4 .*got shape \(2, 2, 6\)"),
-    ((2, 3), (2, 2, 4), {}, ValueError, r"text: expected 3 dimensions"),
-    ((2, 13, 3), (2, 2, 4), {}, ValueError, r"text: sequence length 13 exceeds max_len=12"),
-    ((2, 3, 3), (2, 2, 4), {"text_lengths": np.array([3, 1, 2])}, ValueError,
-     r"text_lengths: expected shape \(2,\) \(one length per batch row\), got \(3,\)"),
-    ((2, 3, 3), (2, 2, 4), {"image_lengths": np.array([3, 1])}, ValueError,
-     r"image_lengths: expected values in \[0, 2\]"),
-    ((2, 3, 3), (2, 2, 4), {"text_lengths": np.array([3.0, 1.0])}, TypeError,
-     r"text_lengths: expected an integer dtype"),
-    ((2, 3, 3), (2, 2, 4), {"mask": np.ones((5, 5))}, TypeError, r"mask: expected dtype bool"),
-    ((2, 3, 3), (2, 2, 4), {"mask": np.ones((3, 3), dtype=bool)}, ValueError,
-     r"mask: expected a shape that broadcasts to \(2, 2, 5, 5\)"),
-])
+@pytest.mark.parametrize(
+    "text_shape, image_shape, kwargs, error, pattern",
+    [
+        ((2, 3, 3), (3, 2, 4), {}, ValueError, r"image: expected batch size 2 \(as text \(2, 3, 3\)\)"),
+        ((2, 3, 5), (2, 2, 4), {}, ValueError, r"text: expected last dimension 3 .*got shape \(2, 3, 5\)"),
+        ((2, 3, 3), (2, 2, 6), {}, ValueError, r"image: expected last dimension 4 .*got shape \(2, 2, 6\)"),
+        ((2, 3), (2, 2, 4), {}, ValueError, r"text: expected 3 dimensions"),
+        ((2, 13, 3), (2, 2, 4), {}, ValueError, r"text: sequence length 13 exceeds max_len=12"),
+        (
+            (2, 3, 3),
+            (2, 2, 4),
+            {"text_lengths": np.array([3, 1, 2])},
+            ValueError,
+            r"text_lengths: expected shape \(2,\) \(one length per batch row\), got \(3,\)",
+        ),
+        (
+            (2, 3, 3),
+            (2, 2, 4),
+            {"image_lengths": np.array([3, 1])},
+            ValueError,
+            r"image_lengths: expected values in \[0, 2\]",
+        ),
+        (
+            (2, 3, 3),
+            (2, 2, 4),
+            {"text_lengths": np.array([3.0, 1.0])},
+            TypeError,
+            r"text_lengths: expected an integer dtype",
+        ),
+        ((2, 3, 3), (2, 2, 4), {"mask": np.ones((5, 5))}, TypeError, r"mask: expected dtype bool"),
+        (
+            (2, 3, 3),
+            (2, 2, 4),
+            {"mask": np.ones((3, 3), dtype=bool)},
+            ValueError,
+            r"mask: expected a shape that broadcasts to \(2, 2, 5, 5\)",
+        ),
+    ],
+)
 def test_bad_input_names_the_argument(text_shape, image_shape, kwargs, error, pattern) -> None:
     m = MultimodalTransformer(3, 4, 8, 2, 1, 5, max_len=12)
     with pytest.raises(error, match=pattern):

@@ -10,8 +10,9 @@ from mmt_numpy.optim import SGD
 
 
 def _model(seed: int, **kwargs) -> MultimodalTransformer:
-    return MultimodalTransformer(3, 4, 8, 2, 2, 5, d_ff=16, max_len=6, positional="learned", rng=seed,
-                                 **kwargs)
+    return MultimodalTransformer(
+        3, 4, 8, 2, 2, 5, d_ff=16, max_len=6, positional="learned", rng=seed, **kwargs
+    )
 
 
 def _inputs():

@@ -46,13 +46,16 @@ def mha_grads_from_torch(theirs) -> dict[str, np.ndarray]:
     grads = {"W_o": theirs.out_proj.weight.grad.numpy().T}
     if theirs._qkv_same_embed_dim:
         g = theirs.in_proj_weight.grad.numpy()
-        grads.update(W_q=g[:D].T, W_k=g[D:2 * D].T, W_v=g[2 * D:].T)
+        grads.update(W_q=g[:D].T, W_k=g[D : 2 * D].T, W_v=g[2 * D :].T)
     else:
-        grads.update(W_q=theirs.q_proj_weight.grad.numpy().T, W_k=theirs.k_proj_weight.grad.numpy().T,
-                     W_v=theirs.v_proj_weight.grad.numpy().T)
+        grads.update(
+            W_q=theirs.q_proj_weight.grad.numpy().T,
+            W_k=theirs.k_proj_weight.grad.numpy().T,
+            W_v=theirs.v_proj_weight.grad.numpy().T,
+        )
     if theirs.in_proj_bias is not None:
         b = theirs.in_proj_bias.grad.numpy()
-        grads.update(b_q=b[:D], b_k=b[D:2 * D], b_v=b[2 * D:], b_o=theirs.out_proj.bias.grad.numpy())
+        grads.update(b_q=b[:D], b_k=b[D : 2 * D], b_v=b[2 * D :], b_o=theirs.out_proj.bias.grad.numpy())
     return grads
 
 
@@ -99,13 +102,15 @@ def assert_grads_by_names(ours, theirs, names: dict[str, tuple[str, bool]], pref
     for name, (torch_name, transposed) in names.items():
         if name in params:
             g = torch_params[torch_name].grad.numpy()
-            np.testing.assert_allclose(params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10,
-                                       err_msg=prefix + name)
+            np.testing.assert_allclose(
+                params[name].grad, g.T if transposed else g, rtol=0, atol=1e-10, err_msg=prefix + name
+            )
 
 
 def assert_layer_grads_match(ours: TransformerEncoderLayer, theirs, prefix: str = "") -> None:
     params = dict(ours.named_parameters())
     assert_grads_by_names(ours, theirs, LAYER_NAMES, prefix)
     for name, g in mha_grads_from_torch(theirs.self_attn).items():
-        np.testing.assert_allclose(params["self_attn." + name].grad, g, rtol=0, atol=1e-10,
-                                   err_msg=prefix + "self_attn." + name)
+        np.testing.assert_allclose(
+            params["self_attn." + name].grad, g, rtol=0, atol=1e-10, err_msg=prefix + "self_attn." + name
+        )

@@ -48,8 +48,15 @@ def _mask_with_an_empty_row(rng, shape):
 
 @pytest.mark.parametrize(
     ("shape", "mask_kind"),
-    [((6,), None), ((3, 5), None), ((2, 3, 4, 5), None), ((2, 3, 5), "random"),
-     ((2, 3, 4, 5), "random"), ((2, 3, 4, 5), "per key (5,)"), ((2, 3, 4, 5), "per row (2, 1, 4, 1)")],
+    [
+        ((6,), None),
+        ((3, 5), None),
+        ((2, 3, 4, 5), None),
+        ((2, 3, 5), "random"),
+        ((2, 3, 4, 5), "random"),
+        ((2, 3, 4, 5), "per key (5,)"),
+        ((2, 3, 4, 5), "per row (2, 1, 4, 1)"),
+    ],
     ids=str,
 )
 def test_softmax_gradcheck(rng, shape, mask_kind):
@@ -127,8 +134,9 @@ def test_gelu_known_values():
     # GELU(x) = x Φ(x): Φ(0) = 1/2, Φ(1) = 0.8413447460685429, Φ(-1) = 1 - Φ(1).
     x = np.array([0.0, 1.0, -1.0, 40.0, -40.0])
     out, _ = gelu_forward(x)
-    np.testing.assert_allclose(out, [0.0, 0.8413447460685429, -0.15865525393145707, 40.0, 0.0],
-                               rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(
+        out, [0.0, 0.8413447460685429, -0.15865525393145707, 40.0, 0.0], rtol=1e-14, atol=1e-300
+    )
     tanh_out, _ = gelu_forward(x, approximate="tanh")
     np.testing.assert_allclose(tanh_out, out, atol=1e-3)  # the approximation is close, not equal
 
@@ -231,10 +239,18 @@ def test_matches_torch(rng, torch_autograd, name):
     x[0, 0, :2] = 0.0  # ReLU's gradient at exactly 0 is 0 in both
     ours = {
         "relu": (relu_forward, relu_backward, {}, F.relu),
-        "gelu none": (gelu_forward, gelu_backward, {"approximate": "none"},
-                      lambda t: F.gelu(t, approximate="none")),
-        "gelu tanh": (gelu_forward, gelu_backward, {"approximate": "tanh"},
-                      lambda t: F.gelu(t, approximate="tanh")),
+        "gelu none": (
+            gelu_forward,
+            gelu_backward,
+            {"approximate": "none"},
+            lambda t: F.gelu(t, approximate="none"),
+        ),
+        "gelu tanh": (
+            gelu_forward,
+            gelu_backward,
+            {"approximate": "tanh"},
+            lambda t: F.gelu(t, approximate="tanh"),
+        ),
         "softmax": (softmax_forward, softmax_backward, {}, lambda t: F.softmax(t, dim=-1)),
     }
     forward, backward, kwargs, torch_fn = ours[name]
@@ -255,6 +271,7 @@ def test_masked_softmax_matches_torch_masked_fill(rng, torch_autograd):
     upstream = rng.standard_normal(x.shape)
     keep = torch.as_tensor(mask)
     t_out, (t_dx,) = torch_autograd(
-        lambda t: torch.softmax(t.masked_fill(~keep, float("-inf")), dim=-1), [x], upstream)
+        lambda t: torch.softmax(t.masked_fill(~keep, float("-inf")), dim=-1), [x], upstream
+    )
     np.testing.assert_allclose(out, t_out, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(softmax_backward(upstream, cache), t_dx, rtol=1e-10, atol=1e-10)

@@ -58,8 +58,7 @@ def test_gradcheck(rng, config):
         kwargs["mask"] = padding_mask([Lk - 1, 0], Lk)
     elif mask_kind == "random":
         kwargs["mask"] = _random_mask_with_an_empty_row(rng, (*lead, Lq, Lk))
-    report = check_op(attention_forward, attention_backward, _qkv(rng, lead, Lq, Lk, d_k, d_v),
-                      kwargs=kwargs)
+    report = check_op(attention_forward, attention_backward, _qkv(rng, lead, Lq, Lk, d_k, d_v), kwargs=kwargs)
     assert report.passed, report
     assert [t.name for t in report.tensors] == ["q", "k", "v"]
 
@@ -110,8 +109,15 @@ def _dk_off_by_a_tenth_of_a_percent(d_out, cache):
 
 @pytest.mark.parametrize(
     "broken",
-    [_dq_without_the_scale, _no_scale_anywhere, _dk_without_the_transpose, _dv_without_the_transpose,
-     _softmax_jacobian_dropped, _backward_forgets_the_mask, _dk_off_by_a_tenth_of_a_percent],
+    [
+        _dq_without_the_scale,
+        _no_scale_anywhere,
+        _dk_without_the_transpose,
+        _dv_without_the_transpose,
+        _softmax_jacobian_dropped,
+        _backward_forgets_the_mask,
+        _dk_off_by_a_tenth_of_a_percent,
+    ],
 )
 def test_checker_rejects_a_broken_backward(rng, broken):
     inputs = _qkv(rng, (2, 2), Lq=4, Lk=4, d_k=4, d_v=4)
@@ -232,8 +238,9 @@ def test_float32_in_float32_out_and_agrees_with_float64(rng):
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-5, atol=1e-6)
     d_out = rng.standard_normal(out64.shape)
-    for g32, g64 in zip(attention_backward(d_out.astype(np.float32), cache32),
-                        attention_backward(d_out, cache64), strict=True):
+    for g32, g64 in zip(
+        attention_backward(d_out.astype(np.float32), cache32), attention_backward(d_out, cache64), strict=True
+    ):
         assert g32.dtype == np.float32
         np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-6)
 
@@ -245,30 +252,54 @@ _q, _k, _v = _qkv(np.random.default_rng(0), (2,), Lq=3, Lk=5, d_k=4, d_v=2).valu
 
 # (what is wrong, exception, message pattern, call) for each kind of bad input.
 BAD_CALLS = [
-    ("q 1-D", ValueError,
-     r"q: expected at least 2 dimensions, got shape \(4,\)",
-     lambda: attention_forward(_q[0, 0], _k, _v)),
-    ("k wrong d_k", ValueError,
-     r"k: expected last dimension 4 \(d_k of q \(2, 3, 4\)\), got shape \(2, 5, 3\)",
-     lambda: attention_forward(_q, _k[..., :3], _v)),
-    ("v wrong Lk", ValueError,
-     r"v: expected 5 positions \(Lk of k \(2, 5, 4\)\), got shape \(2, 4, 2\)",
-     lambda: attention_forward(_q, _k, _v[:, :4])),
-    ("k wrong batch", ValueError,
-     r"k: expected leading \(batch/head\) dimensions \(2,\) .*got shape \(1, 5, 4\)",
-     lambda: attention_forward(_q, _k[:1], _v[:1])),
-    ("mask not bool", TypeError,
-     r"mask: expected dtype bool .*got float64",
-     lambda: attention_forward(_q, _k, _v, mask=np.ones((3, 5)))),
-    ("mask not broadcasting", ValueError,
-     r"mask: expected a shape that broadcasts to \(2, 3, 5\), got \(5, 3\)",
-     lambda: attention_forward(_q, _k, _v, mask=np.ones((5, 3), dtype=bool))),
-    ("mixed float32/float64", TypeError,
-     r"q, k, v.*q=float32, k=float64, v=float64",
-     lambda: attention_forward(_q.astype(np.float32), _k, _v)),
-    ("integer v", TypeError,
-     r"v: expected dtype float32 or float64, got int64",
-     lambda: attention_forward(_q, _k, np.ones((2, 5, 2), dtype=np.int64))),
+    (
+        "q 1-D",
+        ValueError,
+        r"q: expected at least 2 dimensions, got shape \(4,\)",
+        lambda: attention_forward(_q[0, 0], _k, _v),
+    ),
+    (
+        "k wrong d_k",
+        ValueError,
+        r"k: expected last dimension 4 \(d_k of q \(2, 3, 4\)\), got shape \(2, 5, 3\)",
+        lambda: attention_forward(_q, _k[..., :3], _v),
+    ),
+    (
+        "v wrong Lk",
+        ValueError,
+        r"v: expected 5 positions \(Lk of k \(2, 5, 4\)\), got shape \(2, 4, 2\)",
+        lambda: attention_forward(_q, _k, _v[:, :4]),
+    ),
+    (
+        "k wrong batch",
+        ValueError,
+        r"k: expected leading \(batch/head\) dimensions \(2,\) .*got shape \(1, 5, 4\)",
+        lambda: attention_forward(_q, _k[:1], _v[:1]),
+    ),
+    (
+        "mask not bool",
+        TypeError,
+        r"mask: expected dtype bool .*got float64",
+        lambda: attention_forward(_q, _k, _v, mask=np.ones((3, 5))),
+    ),
+    (
+        "mask not broadcasting",
+        ValueError,
+        r"mask: expected a shape that broadcasts to \(2, 3, 5\), got \(5, 3\)",
+        lambda: attention_forward(_q, _k, _v, mask=np.ones((5, 3), dtype=bool)),
+    ),
+    (
+        "mixed float32/float64",
+        TypeError,
+        r"q, k, v.*q=float32, k=float64, v=float64",
+        lambda: attention_forward(_q.astype(np.float32), _k, _v),
+    ),
+    (
+        "integer v",
+        TypeError,
+        r"v: expected dtype float32 or float64, got int64",
+        lambda: attention_forward(_q, _k, np.ones((2, 5, 2), dtype=np.int64)),
+    ),
 ]
 
 
@@ -284,8 +315,9 @@ def test_bad_input_is_named(what, error, pattern, call):
 def _torch_sdpa(torch_autograd, qkv, upstream, **sdpa_kwargs):
     import torch.nn.functional as F
 
-    return torch_autograd(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **sdpa_kwargs),
-                          list(qkv.values()), upstream)
+    return torch_autograd(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **sdpa_kwargs), list(qkv.values()), upstream
+    )
 
 
 def _assert_same(ours_out, ours_grads, theirs):
@@ -300,8 +332,9 @@ def test_matches_torch_sdpa_without_a_mask(rng, torch_autograd, scale):
     qkv = _qkv(rng, (2, 3), Lq=4, Lk=6, d_k=5, d_v=3)
     out, cache = attention_forward(**qkv, scale=scale)
     upstream = rng.standard_normal(out.shape)
-    _assert_same(out, attention_backward(upstream, cache),
-                 _torch_sdpa(torch_autograd, qkv, upstream, scale=scale))
+    _assert_same(
+        out, attention_backward(upstream, cache), _torch_sdpa(torch_autograd, qkv, upstream, scale=scale)
+    )
 
 
 def test_matches_torch_sdpa_with_a_boolean_mask(rng, torch_autograd):
@@ -312,8 +345,11 @@ def test_matches_torch_sdpa_with_a_boolean_mask(rng, torch_autograd):
     mask[..., 0] = True  # no fully masked row here (see the test below)
     out, cache = attention_forward(**qkv, mask=mask)
     upstream = rng.standard_normal(out.shape)
-    _assert_same(out, attention_backward(upstream, cache),
-                 _torch_sdpa(torch_autograd, qkv, upstream, attn_mask=torch.as_tensor(mask)))
+    _assert_same(
+        out,
+        attention_backward(upstream, cache),
+        _torch_sdpa(torch_autograd, qkv, upstream, attn_mask=torch.as_tensor(mask)),
+    )
 
 
 @pytest.mark.parametrize(("Lq", "Lk"), [(4, 4), (3, 6), (6, 3)])
@@ -321,8 +357,9 @@ def test_causal_mask_matches_torch_is_causal(rng, torch_autograd, Lq, Lk):
     qkv = _qkv(rng, (2, 2), Lq=Lq, Lk=Lk)
     out, cache = attention_forward(**qkv, mask=causal_mask(Lq, Lk))
     upstream = rng.standard_normal(out.shape)
-    _assert_same(out, attention_backward(upstream, cache),
-                 _torch_sdpa(torch_autograd, qkv, upstream, is_causal=True))
+    _assert_same(
+        out, attention_backward(upstream, cache), _torch_sdpa(torch_autograd, qkv, upstream, is_causal=True)
+    )
 
 
 def test_fully_masked_row_differs_from_the_textbook_formula(rng, torch_autograd):

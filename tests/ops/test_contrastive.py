@@ -32,8 +32,12 @@ def test_matches_pytorch_clip_loss(temperature):
 
 
 def test_gradcheck_passes():
-    report = check_op(ops.info_nce_forward, ops.info_nce_backward,
-                      {"text_emb": randn(2, 4, 3), "image_emb": randn(3, 4, 3)}, kwargs={"temperature": 0.3})
+    report = check_op(
+        ops.info_nce_forward,
+        ops.info_nce_backward,
+        {"text_emb": randn(2, 4, 3), "image_emb": randn(3, 4, 3)},
+        kwargs={"temperature": 0.3},
+    )
     assert report.passed, str(report)
 
 
@@ -51,14 +55,20 @@ def _one_direction_backward(d_loss, cache):
     t_hat, t_norm, i_hat, i_norm, scale, log_p_t2i, log_p_i2t = cache
     N = t_hat.shape[0]
     d_logits = (np.exp(log_p_t2i) - np.eye(N)) * (d_loss / N)
-    return (contrastive._normalize_backward(d_logits @ i_hat * scale, t_hat, t_norm),
-            contrastive._normalize_backward(d_logits.T @ t_hat * scale, i_hat, i_norm))
+    return (
+        contrastive._normalize_backward(d_logits @ i_hat * scale, t_hat, t_norm),
+        contrastive._normalize_backward(d_logits.T @ t_hat * scale, i_hat, i_norm),
+    )
 
 
 @pytest.mark.parametrize("broken", [_without_normalize_backward, _one_direction_backward])
 def test_gradcheck_rejects_broken_backward(broken):
-    report = check_op(ops.info_nce_forward, broken, {"text_emb": randn(4, 4, 3), "image_emb": randn(5, 4, 3)},
-                      kwargs={"temperature": 0.3})
+    report = check_op(
+        ops.info_nce_forward,
+        broken,
+        {"text_emb": randn(4, 4, 3), "image_emb": randn(5, 4, 3)},
+        kwargs={"temperature": 0.3},
+    )
     assert not report.passed
 
 

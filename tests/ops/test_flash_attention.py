@@ -148,10 +148,10 @@ def test_schedule_skips_exactly_the_fully_masked_tiles(Lq, Lk, block, kwargs):
         keep = keep & (np.arange(Lk) < key_limit)
     tiles = {(t.q0, t.k0): t for t in fa.tile_schedule(Lq, Lk, block, key_limit=key_limit, **kwargs)}
     for q0, k0 in itertools.product(range(0, Lq, block), range(0, Lk, block)):
-        tile_keep = keep[q0:q0 + block, k0:k0 + block]
+        tile_keep = keep[q0 : q0 + block, k0 : k0 + block]
         assert ((q0, k0) in tiles) == bool(tile_keep.any()), (q0, k0)
         if (q0, k0) in tiles:
-            position_keep = ops.flash_attention_mask(Lq, Lk, **kwargs)[q0:q0 + block, k0:k0 + block]
+            position_keep = ops.flash_attention_mask(Lq, Lk, **kwargs)[q0 : q0 + block, k0 : k0 + block]
             assert tiles[(q0, k0)].partial == (not position_keep.all()), (q0, k0)
 
 
@@ -205,8 +205,9 @@ CHECK_KWARGS = {"causal": True, "window": 3, "key_lengths": np.array([6, 0]), "b
 
 
 def test_gradcheck_passes():
-    report = check_op(ops.flash_attention_forward, ops.flash_attention_backward, _check_inputs(),
-                      kwargs=CHECK_KWARGS)
+    report = check_op(
+        ops.flash_attention_forward, ops.flash_attention_backward, _check_inputs(), kwargs=CHECK_KWARGS
+    )
     assert report.passed, str(report)
     assert report.max_rel_err < 1e-6
 
@@ -214,8 +215,9 @@ def test_gradcheck_passes():
 def test_gradcheck_rejects_a_backward_without_the_D_term(monkeypatch):
     # dS = P ∘ (dP − D): dropping D (the softmax's row-sum term) is the classic mistake.
     monkeypatch.setattr(fa, "_rowsum_dout_out", lambda d_out, out: np.zeros(out.shape[:-1] + (1,)))
-    report = check_op(ops.flash_attention_forward, ops.flash_attention_backward, _check_inputs(),
-                      kwargs=CHECK_KWARGS)
+    report = check_op(
+        ops.flash_attention_forward, ops.flash_attention_backward, _check_inputs(), kwargs=CHECK_KWARGS
+    )
     assert not report.passed
     assert [t.passed for t in report.tensors] == [False, False, True]  # dv does not use D
 
@@ -225,8 +227,9 @@ def test_gradcheck_rejects_a_backward_that_forgets_the_scale():
         dq, dk, dv = ops.flash_attention_backward(d_out, cache)
         return dq / cache.scale, dk / cache.scale, dv  # as if s = q kᵀ had no 1/√d_k
 
-    report = check_op(ops.flash_attention_forward, backward_without_scale, _check_inputs(),
-                      kwargs=CHECK_KWARGS)
+    report = check_op(
+        ops.flash_attention_forward, backward_without_scale, _check_inputs(), kwargs=CHECK_KWARGS
+    )
     assert [t.passed for t in report.tensors] == [False, False, True]
 
 
@@ -234,8 +237,9 @@ def test_gradcheck_rejects_a_backward_that_recomputes_weights_without_the_mask()
     def backward_ignoring_causal(d_out, cache):
         return ops.flash_attention_backward(d_out, cache._replace(causal=False))
 
-    report = check_op(ops.flash_attention_forward, backward_ignoring_causal, _check_inputs(),
-                      kwargs=CHECK_KWARGS)
+    report = check_op(
+        ops.flash_attention_forward, backward_ignoring_causal, _check_inputs(), kwargs=CHECK_KWARGS
+    )
     assert not report.passed
 
 
@@ -243,8 +247,9 @@ def test_gradcheck_rejects_a_backward_with_a_stale_log_sum_exp():
     def backward_with_shifted_lse(d_out, cache):
         return ops.flash_attention_backward(d_out, cache._replace(lse=cache.lse + 0.05))
 
-    report = check_op(ops.flash_attention_forward, backward_with_shifted_lse, _check_inputs(),
-                      kwargs=CHECK_KWARGS)
+    report = check_op(
+        ops.flash_attention_forward, backward_with_shifted_lse, _check_inputs(), kwargs=CHECK_KWARGS
+    )
     assert not report.passed
 
 
@@ -255,8 +260,9 @@ def test_float32_in_float32_out():
     rng = np.random.default_rng(7)
     q, k, v = _inputs(rng, (2, 2), 33, 33)
     kwargs = {"causal": True, "window": 9, "key_lengths": [30, 12], "block_size": 8}
-    out32, cache = ops.flash_attention_forward(q.astype(np.float32), k.astype(np.float32),
-                                               v.astype(np.float32), **kwargs)
+    out32, cache = ops.flash_attention_forward(
+        q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), **kwargs
+    )
     grads32 = ops.flash_attention_backward(np.ones_like(out32), cache)
     out64, cache64 = ops.flash_attention_forward(q, k, v, **kwargs)
     grads64 = ops.flash_attention_backward(np.ones_like(out64), cache64)

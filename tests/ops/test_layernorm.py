@@ -11,8 +11,7 @@ from mmt_numpy.ops import layernorm_backward, layernorm_forward
 
 def _inputs(rng, shape=(2, 3, 6)):
     D = shape[-1]
-    return {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(D),
-            "beta": rng.standard_normal(D)}
+    return {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(D), "beta": rng.standard_normal(D)}
 
 
 # --- gradients ---------------------------------------------------------------------------------
@@ -69,8 +68,12 @@ def _dx_off_by_a_tenth_of_a_percent(d_out, cache):
 
 @pytest.mark.parametrize(
     "broken",
-    [_without_the_mean_path, _without_the_variance_path, _dgamma_without_x_hat,
-     _dx_off_by_a_tenth_of_a_percent],
+    [
+        _without_the_mean_path,
+        _without_the_variance_path,
+        _dgamma_without_x_hat,
+        _dx_off_by_a_tenth_of_a_percent,
+    ],
 )
 def test_checker_rejects_a_broken_backward(rng, broken):
     inputs = _inputs(rng)
@@ -106,8 +109,9 @@ def test_float32_in_float32_out_and_agrees_with_float64(rng):
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-5, atol=1e-5)
     d_out = rng.standard_normal(out64.shape)
-    for g32, g64 in zip(layernorm_backward(d_out.astype(np.float32), cache32),
-                        layernorm_backward(d_out, cache64), strict=True):
+    for g32, g64 in zip(
+        layernorm_backward(d_out.astype(np.float32), cache32), layernorm_backward(d_out, cache64), strict=True
+    ):
         assert g32.dtype == np.float32
         np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-5)
 
@@ -142,8 +146,9 @@ def test_matches_torch_layer_norm(rng, torch_autograd, eps):
     inputs["x"][0, 1] = -1.5  # a constant row too
     out, cache = layernorm_forward(*inputs.values(), eps=eps)
     upstream = rng.standard_normal(out.shape)
-    t_out, t_grads = torch_autograd(lambda x, g, b: F.layer_norm(x, (8,), g, b, eps),
-                                    list(inputs.values()), upstream)
+    t_out, t_grads = torch_autograd(
+        lambda x, g, b: F.layer_norm(x, (8,), g, b, eps), list(inputs.values()), upstream
+    )
     np.testing.assert_allclose(out, t_out, rtol=1e-10, atol=1e-10)
     for ours, theirs in zip(layernorm_backward(upstream, cache), t_grads, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)

@@ -60,8 +60,12 @@ def _dx_off_by_a_tenth_of_a_percent(d_out, cache):
 
 @pytest.mark.parametrize(
     "broken",
-    [_transposed_dW, _bias_without_the_sum, _dx_with_W_instead_of_W_transposed,
-     _dx_off_by_a_tenth_of_a_percent],
+    [
+        _transposed_dW,
+        _bias_without_the_sum,
+        _dx_with_W_instead_of_W_transposed,
+        _dx_off_by_a_tenth_of_a_percent,
+    ],
 )
 def test_checker_rejects_a_broken_backward(rng, broken):
     inputs = _inputs(rng, d_out=4)  # square W (4, 4) so every broken gradient has the right shape
@@ -86,8 +90,9 @@ def test_float32_in_float32_out_and_agrees_with_float64(rng):
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-5, atol=1e-5)
     d_out = rng.standard_normal(out64.shape)
-    for g32, g64 in zip(linear_backward(d_out.astype(np.float32), cache32),
-                        linear_backward(d_out, cache64), strict=True):
+    for g32, g64 in zip(
+        linear_backward(d_out.astype(np.float32), cache32), linear_backward(d_out, cache64), strict=True
+    ):
         assert g32.dtype == np.float32
         np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-5)
 
@@ -130,7 +135,8 @@ def test_matches_torch_linear(rng, torch_autograd, bias):
     # torch keeps weight as (d_out, d_in) = our Wᵀ; its weight gradient is our dWᵀ.
     if bias:
         t_out, (t_dx, t_dWT, t_db) = torch_autograd(
-            lambda x, WT, b: F.linear(x, WT, b), [x, W.T.copy(), b], upstream)
+            lambda x, WT, b: F.linear(x, WT, b), [x, W.T.copy(), b], upstream
+        )
         np.testing.assert_allclose(grads[2], t_db, rtol=1e-10, atol=1e-10)
     else:
         t_out, (t_dx, t_dWT) = torch_autograd(lambda x, WT: F.linear(x, WT), [x, W.T.copy()], upstream)

@@ -27,15 +27,23 @@ def _logits_and_targets(rng, shape=(2, 4, 7), ignore_index=-100, ignored=2):
 @pytest.mark.parametrize(("shape", "ignored"), [((7,), 0), ((5, 4), 1), ((2, 4, 7), 3)], ids=str)
 def test_gradcheck(rng, reduction, shape, ignored):
     logits, targets = _logits_and_targets(rng, shape, ignored=ignored)
-    report = check_op(cross_entropy_forward, cross_entropy_backward, {"logits": logits},
-                      kwargs={"targets": targets, "reduction": reduction})
+    report = check_op(
+        cross_entropy_forward,
+        cross_entropy_backward,
+        {"logits": logits},
+        kwargs={"targets": targets, "reduction": reduction},
+    )
     assert report.passed, report
 
 
 def test_gradcheck_with_an_ignore_index_inside_the_classes(rng):
     logits, targets = _logits_and_targets(rng, (3, 4, 5), ignore_index=2)
-    report = check_op(cross_entropy_forward, cross_entropy_backward, {"logits": logits},
-                      kwargs={"targets": targets, "ignore_index": 2})
+    report = check_op(
+        cross_entropy_forward,
+        cross_entropy_backward,
+        {"logits": logits},
+        kwargs={"targets": targets, "ignore_index": 2},
+    )
     assert report.passed, report
 
 

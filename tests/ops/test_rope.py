@@ -35,9 +35,13 @@ def test_scores_depend_only_on_relative_position():
     # And directly: (R(m) q)·(R(n) k) = q·(R(n − m) k) for every pair (m, n).
     for m in range(L):
         for n in range(L):
-            k_rel, _ = ops.rope_forward(k[:, n:n + 1], np.array([n - m]))
-            np.testing.assert_allclose(reference[:, m, n], (q[:, m:m + 1] @ k_rel.swapaxes(-1, -2))[:, 0, 0],
-                                       rtol=1e-10, atol=1e-12)
+            k_rel, _ = ops.rope_forward(k[:, n : n + 1], np.array([n - m]))
+            np.testing.assert_allclose(
+                reference[:, m, n],
+                (q[:, m : m + 1] @ k_rel.swapaxes(-1, -2))[:, 0, 0],
+                rtol=1e-10,
+                atol=1e-12,
+            )
     # Without RoPE position does not enter at all; with it, the same q and k give scores
     # that change with the distance (so the check above is not vacuous).
     same_q = np.broadcast_to(q[:1, :1], (1, L, d))
@@ -53,8 +57,9 @@ def test_attention_with_rope_is_shift_invariant():
 
     def attend(offset):
         pos = np.arange(10) + offset
-        out, _ = ops.flash_attention_forward(ops.rope_forward(q, pos)[0], ops.rope_forward(k, pos)[0], v,
-                                             causal=True, window=4, block_size=3)
+        out, _ = ops.flash_attention_forward(
+            ops.rope_forward(q, pos)[0], ops.rope_forward(k, pos)[0], v, causal=True, window=4, block_size=3
+        )
         return out
 
     np.testing.assert_allclose(attend(500), attend(0), rtol=1e-9, atol=1e-9)
