@@ -149,72 +149,11 @@ def torch_dtype(dtype: np.dtype):
     return torch.float32 if dtype == np.float32 else torch.float64
 
 
-def copy_layer(ours: TransformerEncoderLayer, theirs) -> None:
-    """Our parameters into a torch layer (PyTorch stores every weight transposed)."""
-    a = ours.self_attn
-    pairs = [
-        (theirs.self_attn.in_proj_weight, np.concatenate([a.W_q.data.T, a.W_k.data.T, a.W_v.data.T])),
-        (theirs.self_attn.in_proj_bias, np.concatenate([a.b_q.data, a.b_k.data, a.b_v.data])),
-        (theirs.self_attn.out_proj.weight, a.W_o.data.T),
-        (theirs.self_attn.out_proj.bias, a.b_o.data),
-        (theirs.linear1.weight, ours.linear1.W.data.T),
-        (theirs.linear1.bias, ours.linear1.b.data),
-        (theirs.linear2.weight, ours.linear2.W.data.T),
-        (theirs.linear2.bias, ours.linear2.b.data),
-        (theirs.norm1.weight, ours.norm1.gamma.data),
-        (theirs.norm1.bias, ours.norm1.beta.data),
-        (theirs.norm2.weight, ours.norm2.gamma.data),
-        (theirs.norm2.bias, ours.norm2.beta.data),
-    ]
-    with torch.no_grad():
-        for p, value in pairs:
-            p.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+def torch_twin(ours):
+    """Our module's PyTorch twin with the same weights (``mmt_numpy.torch_bridge``)."""
+    from mmt_numpy.torch_bridge import to_torch
 
-
-def torch_layer(ours: TransformerEncoderLayer, dtype: np.dtype):
-    c = LAYER
-    theirs = torch.nn.TransformerEncoderLayer(
-        c["D"], c["H"], c["F"], dropout=0.0, activation="relu", batch_first=True, dtype=torch_dtype(dtype)
-    )
-    copy_layer(ours, theirs)
-    return theirs
-
-
-def torch_model(ours: MultimodalTransformer, dtype: np.dtype):
-    """The §5 model with mmt_numpy's fixes, in PyTorch (as tests/nn/test_multimodal.py has it)."""
-    from torch import nn
-
-    c = MODEL
-
-    class Section5(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.text_embedding = nn.Linear(c["text_dim"], c["D"])
-            self.image_embedding = nn.Linear(c["image_dim"], c["D"])
-            self.register_buffer("pe", torch.from_numpy(ours.text_position.table.astype(np.float64)))
-            self.modality_embedding = nn.Embedding(2, c["D"])
-            layer = nn.TransformerEncoderLayer(c["D"], c["H"], c["F"], dropout=0.0, batch_first=True)
-            self.encoder = nn.TransformerEncoder(layer, c["layers"], enable_nested_tensor=False)
-            self.output_layer = nn.Linear(c["D"], c["out"])
-
-        def forward(self, text, image, ignore):
-            Lt, Li = text.shape[1], image.shape[1]
-            t = self.text_embedding(text) + self.pe[:Lt]
-            v = self.image_embedding(image) + self.pe[:Li]
-            types = torch.cat([torch.zeros(Lt, dtype=torch.long), torch.ones(Li, dtype=torch.long)])
-            x = torch.cat((t, v), dim=1) + self.modality_embedding(types)
-            return self.output_layer(self.encoder(x, src_key_padding_mask=ignore))
-
-    theirs = Section5().to(torch_dtype(dtype))
-    with torch.no_grad():
-        for name in ("text_embedding", "image_embedding", "output_layer"):
-            lin = getattr(ours, name)
-            getattr(theirs, name).weight.copy_(torch.from_numpy(np.ascontiguousarray(lin.W.data.T)))
-            getattr(theirs, name).bias.copy_(torch.from_numpy(lin.b.data))
-        theirs.modality_embedding.weight.copy_(torch.from_numpy(ours.modality_embedding.weight.data))
-    for ours_layer, their_layer in zip(ours.encoder.layers, theirs.encoder.layers, strict=True):
-        copy_layer(ours_layer, their_layer)
-    return theirs
+    return to_torch(ours)
 
 
 # ---------------------------------------------------------------- one case: build, check, time
@@ -233,12 +172,12 @@ def build_layer(dtype: np.dtype):
 
     def ours_step() -> list:
         ours.zero_grad()
-        ours.forward(x)
-        return [ours.backward(G)]
+        _, cache = ours.forward(x)
+        return list(ours.backward(G, cache))
 
     theirs_step = None
     if torch is not None:
-        theirs = torch_layer(ours, dtype)
+        theirs = torch_twin(ours)
         x_t = torch.from_numpy(x.copy()).requires_grad_()
         G_t = torch.from_numpy(G)
 
@@ -265,23 +204,22 @@ def build_model(dtype: np.dtype):
 
     def ours_step() -> list:
         ours.zero_grad()
-        ours.forward(text, image, text_lengths=text_lengths)
-        return list(ours.backward(G))
+        _, cache = ours.forward(text, image, text_lengths=text_lengths)
+        return list(ours.backward(G, cache))
 
     theirs_step = None
     if torch is not None:
-        theirs = torch_model(ours, dtype)
+        theirs = torch_twin(ours)
         text_t = torch.from_numpy(text.copy()).requires_grad_()
         image_t = torch.from_numpy(image.copy()).requires_grad_()
-        # PyTorch's key padding mask is True = ignore this key (ours: True = may attend).
-        ignore = torch.from_numpy(~ours.key_mask(c["B"], c["Lt"], c["Li"], text_lengths)[:, 0, 0, :])
+        lengths_t = torch.from_numpy(text_lengths)
         G_t = torch.from_numpy(G)
 
         def theirs_step() -> list:
             for p in theirs.parameters():
                 p.grad = None
             text_t.grad = image_t.grad = None
-            theirs(text_t, image_t, ignore).backward(G_t)
+            theirs(text_t, image_t, lengths_t).backward(G_t)
             return [text_t.grad, image_t.grad]
 
     return ours_step, theirs_step, model_products(**MODEL)

@@ -48,9 +48,10 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mmt_numpy.train import main as train_main
+    from mmt_numpy.tasks import task_module
 
-    train_main(out=args.out, epochs=args.epochs, seed=args.seed)
+    out = args.out if args.out is not None else f"runs/{args.task}"
+    task_module(args.task).main(out=out, epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -75,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     figures.set_defaults(run=_figures)
 
-    train = commands.add_parser("train", help="train on the toy VQA task (§6.1); save params and plots")
-    train.add_argument("--out", default="runs/vqa", help="output folder (default: runs/vqa)")
+    from mmt_numpy.tasks import TASKS
+
+    train = commands.add_parser(
+        "train", help="train a task (default: the toy VQA of §6.1); save it and its plots"
+    )
+    train.add_argument("--task", choices=list(TASKS), default="vqa", help="what to train (default: vqa)")
+    train.add_argument("--out", default=None, help="output folder (default: runs/<task>, e.g. runs/vqa)")
     train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default 12)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
     train.set_defaults(run=_train)

@@ -85,7 +85,7 @@ def masked_sentence_attention(
     k[:, n_kinds], k[:, n_kinds + 1] = positions, positions**2
     keep = ops.causal_mask(L) & ops.padding_mask(np.array([len(SENTENCE)]), L)[0, 0]
     _, cache = ops.attention_forward(q, k, np.zeros((L, 1)), mask=keep, scale=1.0)
-    return cache[3], tokens, keep
+    return cache.weights, tokens, keep
 
 
 def self_attention_figure() -> Figure:
@@ -159,8 +159,8 @@ def structured_encoder(
     looks like.
 
     Returns:
-        the encoder (after one forward pass, so ``encoder.attn_weights`` holds the
-        ``(1, 4, L, L)`` weights of each layer), the input ``(1, L, 64)`` and the tokens.
+        the encoder, the input ``(1, L, 64)`` and the tokens; ``encoder.forward(x)[1].weights``
+        lists the ``(1, 4, L, L)`` weights of each layer.
     """
     tokens = ENCODER_TOKENS
     L = len(tokens)
@@ -193,7 +193,6 @@ def structured_encoder(
         attn.W_o.data[:, :32] = 0.0
         layer.linear2.W.data[:, :32] = 0.0
         layer.linear2.b.data[:32] = 0.0
-    encoder.forward(x)
     return encoder, x, tokens
 
 
@@ -203,8 +202,9 @@ def _head_titles() -> list[list[str]]:
 
 def heads_grid_figure() -> Figure:
     """(b) Layers x heads of :func:`structured_encoder`, one panel per head."""
-    encoder, _, tokens = structured_encoder()
-    weights = np.stack([w[0] for w in encoder.attn_weights])  # (layers, heads, L, L)
+    encoder, x, tokens = structured_encoder()
+    _, cache = encoder.forward(x)
+    weights = np.stack([w[0] for w in cache.weights])  # (layers, heads, L, L)
     titles = _head_titles()
     grid = viz.plot_attention_grid(
         weights,
@@ -233,9 +233,10 @@ def rollout_figure() -> Figure:
     model grows with its depth.  (With the mixed heads of the grid figure the rollout is a
     blur of four rules, which makes the point less clearly.)
     """
-    encoder, _, tokens = structured_encoder(ROLLOUT_RULES)
+    encoder, x, tokens = structured_encoder(ROLLOUT_RULES)
+    _, cache = encoder.forward(x)
     return viz.plot_rollout(
-        encoder.attn_weights,
+        cache.weights,
         tokens,
         title="Attention rollout of a 2-layer encoder whose heads all look one token back (hand-set):\n"
         "each layer reaches 1 token back, the rollout (layers multiplied, + identity for the "
@@ -315,8 +316,8 @@ def cross_modal_attention(sharpness: float = 14.0) -> tuple[np.ndarray, np.ndarr
     for f, feature in enumerate(PATCH_FEATURES):
         attn.W_k.data[f, f] = 1.0
         attn.W_q.data[_TEXT_VOCAB.index(feature), f] = sharpness
-    attn.forward(text, patches)
-    return attn.attn_weights[0, 0], image, CAPTION
+    _, cache = attn.forward(text, patches)
+    return cache.weights[0, 0], image, CAPTION
 
 
 def cross_modal_figure() -> Figure:

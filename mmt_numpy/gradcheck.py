@@ -170,6 +170,13 @@ def check_tensor(
     )
 
 
+def _require_float64(inputs: dict[str, object]) -> None:
+    """Finite differences at eps = 1e-6 need float64: refuse a float32 input before running anything."""
+    for name, x in inputs.items():
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) and x.dtype != np.float64:
+            raise TypeError(f"{name}: gradient checks need float64, got {x.dtype}")
+
+
 def _as_tuple(grads: object) -> tuple:
     return grads if isinstance(grads, tuple) else (grads,)
 
@@ -200,6 +207,7 @@ def check_op(
         tolerances: ``eps``, ``rtol``, ``max_elements``, ``num_directions`` (see module doc).
     """
     kwargs = kwargs or {}
+    _require_float64(inputs)
     rng = np.random.default_rng(seed)
     values = list(inputs.values())
     out, cache = forward(*values, **kwargs)
@@ -220,6 +228,15 @@ def check_op(
     return report
 
 
+def _is_float_array(x: object) -> bool:
+    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+
+
+def _outputs(out: object) -> tuple[np.ndarray, ...]:
+    """A module's output as a tuple of arrays (one output, or a tuple of several)."""
+    return tuple(out) if isinstance(out, tuple) else (out,)
+
+
 def check_module(
     module: object,
     inputs: dict[str, np.ndarray],
@@ -231,28 +248,42 @@ def check_module(
 ) -> GradcheckReport:
     """Gradient-check a module: every float input and every parameter.
 
-    The module follows the DESIGN.md API: ``forward(*inputs, **kwargs)`` (deterministic:
-    dropout off), ``backward(d_out)`` returning the input gradients in order (one array for
-    one input) and adding into each parameter's ``.grad``; ``zero_grad()``;
-    ``named_parameters()`` yielding ``(name, Parameter)``.
+    The module follows the package's module contract (``mmt_numpy.nn.module``):
+    ``out, cache = forward(*inputs, **kwargs)`` (deterministic: dropout off) where ``out`` is
+    an array or a tuple of arrays; ``backward(d_out, cache)`` takes an upstream gradient
+    shaped like ``out`` and returns a tuple with one gradient per float input, in order
+    (integer inputs such as token ids get none), adding into each parameter's ``.grad``;
+    ``zero_grad()``; ``named_parameters()`` yielding ``(name, Parameter)``.
+
+    The loss is ``Σ_outputs Σ out ⊙ G`` with one random ``G`` per output.
     """
     kwargs = kwargs or {}
+    _require_float64(inputs)
     rng = np.random.default_rng(seed)
     values = list(inputs.values())
-    out = module.forward(*values, **kwargs)
-    upstream = rng.standard_normal(np.shape(out))
+    out, cache = module.forward(*values, **kwargs)
+    several = isinstance(out, tuple)
+    upstream = tuple(rng.standard_normal(np.shape(o)) for o in _outputs(out))
     module.zero_grad()
-    input_grads = _as_tuple(module.backward(upstream))
+    input_grads = module.backward(upstream if several else upstream[0], cache)
+    if not isinstance(input_grads, tuple):
+        raise TypeError(f"backward: expected a tuple of input gradients, got {type(input_grads).__name__}")
+    float_inputs = [(n, x) for n, x in inputs.items() if _is_float_array(x)]
+    if len(input_grads) != len(float_inputs):
+        raise ValueError(
+            f"backward: returned {len(input_grads)} gradients for {len(float_inputs)} float inputs "
+            f"({', '.join(n for n, _ in float_inputs) or 'none'})"
+        )
 
     def loss() -> float:
-        return float(np.sum(module.forward(*values, **kwargs) * upstream))
+        outs = _outputs(module(*values, **kwargs))
+        return float(sum(np.sum(o * u) for o, u in zip(outs, upstream, strict=True)))
 
     report = GradcheckReport(name or type(module).__name__)
     params = [(n, p.data, p.grad.copy()) for n, p in module.named_parameters()]
-    scale = _scale(list(input_grads[: len(values)]) + [g for _, _, g in params])
-    for (input_name, x), g in zip(inputs.items(), input_grads, strict=False):
-        if g is not None:
-            report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, scale=scale, **tolerances))
+    scale = _scale(list(input_grads) + [g for _, _, g in params])
+    for (input_name, x), g in zip(float_inputs, input_grads, strict=True):
+        report.tensors.append(check_tensor(loss, input_name, x, g, rng=rng, scale=scale, **tolerances))
     for param_name, data, grad in params:
         report.tensors.append(check_tensor(loss, param_name, data, grad, rng=rng, scale=scale, **tolerances))
     return report

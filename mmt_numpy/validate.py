@@ -64,6 +64,47 @@ def bool_mask(name: str, mask: object, target_shape: tuple[int, ...]) -> np.ndar
     return mask
 
 
+def grad_output(d_out: object, shape: tuple[int, ...], dtype: np.dtype, name: str = "d_out") -> np.ndarray:
+    """Check the upstream gradient of a backward: an ndarray of the forward output's shape and dtype.
+
+    A broadcastable ``d_out`` of another shape would give gradients of the wrong shape, and a
+    float64 ``d_out`` into a float32 op would silently promote every gradient to float64.
+    """
+    if not isinstance(d_out, np.ndarray):
+        raise TypeError(
+            f"{name}: expected a numpy array shaped like the forward output {tuple(shape)}, "
+            f"got {type(d_out).__name__}"
+        )
+    if d_out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)} (the forward output's), got {d_out.shape}")
+    if d_out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (the forward output's), got {d_out.dtype}")
+    return d_out
+
+
+def grad_scalar(d_loss: object, dtype: np.dtype, name: str = "d_loss") -> np.ndarray:
+    """The upstream gradient of a scalar loss: a real number or a 0-d array, as a 0-d array of ``dtype``."""
+    if isinstance(d_loss, bool) or not isinstance(d_loss, (int, float, np.integer, np.floating, np.ndarray)):
+        raise TypeError(f"{name}: expected a real number (the loss is a scalar), got {type(d_loss).__name__}")
+    if isinstance(d_loss, np.ndarray) and d_loss.shape != ():
+        raise ValueError(
+            f"{name}: expected a scalar or a 0-d array (the loss is a scalar), got shape {d_loss.shape}"
+        )
+    return np.asarray(d_loss, dtype=dtype)
+
+
+def positive_number(name: str, value: object) -> float:
+    """``value`` as a Python float if it is a finite real number > 0 (a Python or NumPy scalar, or
+    a 0-d array), else raise naming ``name``."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
 def positive_int(name: str, value: object) -> int:
     """Return ``value`` as an int if it is a positive integer, else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -195,7 +195,8 @@ def plot_attention(
     """One attention matrix as a heatmap: keys on x, queries on y, a 0–1 colourbar.
 
     Args:
-        weights: ``(Lq, Lk)`` softmax weights, e.g. ``mha.attn_weights[b, h]``.
+        weights: ``(Lq, Lk)`` softmax weights, e.g. ``cache.weights[b, h]`` of a
+            ``MultiHeadAttention`` forward.
         query_labels: ``Lq`` token strings for the rows.
         key_labels: ``Lk`` token strings for the columns.
         mask: bool broadcastable to ``(Lq, Lk)``, True = may attend (e.g.
@@ -247,8 +248,8 @@ def plot_attention_grid(
     """A grid of heatmaps sharing axes and one 0–1 colourbar (layers x heads, as d2l's ``show_heatmaps``).
 
     Args:
-        weights: ``(rows, cols, Lq, Lk)``, e.g. ``np.stack([layer.self_attn.attn_weights[0]
-            for layer in encoder.layers])`` gives ``(num_layers, H, L, L)``.
+        weights: ``(rows, cols, Lq, Lk)``, e.g. ``np.stack([w[0] for w in encoder_cache.weights])``
+            gives ``(num_layers, H, L, L)``.
         query_labels: ``Lq`` token strings (y axis of the first column).
         key_labels: ``Lk`` token strings (x axis of the bottom row).
         mask: bool broadcastable to ``(rows, cols, Lq, Lk)``, True = may attend, e.g. a
@@ -342,7 +343,7 @@ def plot_cross_modal(
     confused with the colours of the picture; the first panel keeps the original colours.
 
     Args:
-        weights: ``(Lt, Li)`` with ``Li = gh * gw``, e.g. ``mha.attn_weights[b].mean(0)``
+        weights: ``(Lt, Li)`` with ``Li = gh * gw``, e.g. ``cache.weights[b].mean(0)``
             of a cross-attention from text (queries) to image patches (keys).
         image: ``(H, W, 3)`` float RGB in [0, 1]; H divisible by gh, W by gw.
         grid: ``(gh, gw)`` patches per column and per row.
@@ -444,7 +445,7 @@ def attention_rollout(weights_per_layer: Sequence[np.ndarray]) -> np.ndarray:
 
     Args:
         weights_per_layer: one array per layer, first layer first, each ``(H, L, L)`` or
-            ``(B, H, L, L)`` (e.g. ``encoder.attn_weights``), all of one shape.
+            ``(B, H, L, L)`` (e.g. ``encoder_cache.weights``), all of one shape.
 
     Returns:
         ``(L, L)`` or ``(B, L, L)``; every row sums to 1.

@@ -56,9 +56,9 @@ def test_masked_sentence_head_follows_its_rules_and_its_mask():
 
 
 def test_encoder_heads_follow_their_rules():
-    encoder, _, tokens = figures.structured_encoder()
+    encoder, x, tokens = figures.structured_encoder()
     L = len(tokens)
-    layer0, layer1 = (w[0] for w in encoder.attn_weights)  # (H, L, L) each
+    layer0, layer1 = (w[0] for w in encoder.forward(x)[1].weights)  # (H, L, L) each
     np.testing.assert_array_equal(layer0[0].argmax(axis=1)[1:], np.arange(L - 1))  # previous token
     np.testing.assert_array_equal(layer1[1].argmax(axis=1)[:-1], np.arange(1, L))  # next token
     assert np.all(layer0[2].argmax(axis=1) == 0)  # first token
@@ -74,8 +74,8 @@ def test_encoder_heads_follow_their_rules():
 def test_rollout_encoder_reaches_two_tokens_back():
     from mmt_numpy.viz import attention_rollout
 
-    encoder, _, tokens = figures.structured_encoder(figures.ROLLOUT_RULES)
-    rollout = attention_rollout(encoder.attn_weights)[0]
+    encoder, x, tokens = figures.structured_encoder(figures.ROLLOUT_RULES)
+    rollout = attention_rollout(encoder.forward(x)[1].weights)[0]
     for i in range(2, len(tokens)):
         assert rollout[i, i - 2 : i + 1].sum() > 0.85  # tokens i-2, i-1, i carry the weight
 

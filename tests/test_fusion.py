@@ -14,11 +14,11 @@ from mmt_numpy.nn import FeatureFusion, TensorFusion, VectorFusion
 def test_feature_fusion_is_concatenation_along_the_sequence():
     a, b = randn(0, 2, 3, 4), randn(1, 2, 5, 4)
     m = FeatureFusion()
-    out = m(a, b)
+    out, cache = m.forward(a, b)
     assert out.shape == (2, 8, 4)
     np.testing.assert_array_equal(out[:, :3], a)
     np.testing.assert_array_equal(out[:, 3:], b)
-    d_a, d_b = m.backward(np.arange(out.size, dtype=np.float64).reshape(out.shape))
+    d_a, d_b = m.backward(np.arange(out.size, dtype=np.float64).reshape(out.shape), cache)
     assert d_a.shape == a.shape and d_b.shape == b.shape
     assert d_b[0, 0, 0] == 3 * 4  # first element of b's gradient is element (0, 3, 0) of d_out
 
@@ -60,16 +60,15 @@ def test_tensor_fusion_gradcheck(d_out):
 class SwappedProduct(VectorFusion):
     """Broken: each factor gets its own value instead of the other's."""
 
-    def backward(self, d_out):
-        v1, v2 = self._saved()
-        return d_out * v1, d_out * v2
+    def backward(self, d_out, cache):
+        return d_out * cache.a, d_out * cache.b
 
 
 class TensorFusionWithoutConstant(TensorFusion):
     """Broken: drops the term coming from the appended 1 (the unimodal part of z)."""
 
-    def backward(self, d_out):
-        u1, u2 = self._saved()
+    def backward(self, d_out, cache):
+        u1, u2 = cache.u1, cache.u2
         B = u1.shape[0]
         d_outer = d_out.reshape(B, u1.shape[1], u2.shape[1])
         d_v1 = np.einsum("bij,bj->bi", d_outer[:, :-1, :-1], u2[:, :-1])
@@ -87,8 +86,9 @@ def test_gradcheck_rejects_broken_fusions():
 def test_float32_in_float32_out():
     v1, v2 = randn(12, 2, 3).astype(np.float32), randn(13, 2, 3).astype(np.float32)
     m = TensorFusion(3, 3, 5, dtype=np.float32, rng=1)
-    assert m(v1, v2).dtype == np.float32
-    assert all(g.dtype == np.float32 for g in m.backward(np.ones((2, 5), np.float32)))
+    out, cache = m.forward(v1, v2)
+    assert out.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in m.backward(np.ones((2, 5), np.float32), cache))
     for mode in ("concat", "sum", "product"):
         assert VectorFusion(mode)(v1, v2).dtype == np.float32
 
@@ -108,5 +108,11 @@ def test_bad_input():
         FeatureFusion()(randn(18, 2, 3, 4), randn(19, 2, 3, 5))
     with pytest.raises(TypeError, match="one dtype"):
         FeatureFusion()(randn(18, 2, 3, 4), randn(19, 2, 3, 4).astype(np.float32))
-    with pytest.raises(RuntimeError, match="before forward"):
-        TensorFusion(3, 2).backward(np.ones((2, 12)))
+    with pytest.raises(
+        TypeError, match="cache: expected the TensorFusionCache that TensorFusion.forward returned"
+    ):
+        TensorFusion(3, 2).backward(np.ones((2, 12)), None)
+    m = TensorFusion(3, 2)
+    _, cache = m.forward(randn(16, 2, 3), randn(17, 2, 2))
+    with pytest.raises(ValueError, match=r"d_out: expected shape \(2, 12\)"):
+        m.backward(np.ones((2, 11)), cache)

@@ -12,7 +12,7 @@ from mmt_numpy import data
 from mmt_numpy.__main__ import main as cli
 from mmt_numpy.checks.learning import classification_case
 from mmt_numpy.nn import GridPositionalEmbedding, LearnedPositionalEmbedding, load
-from mmt_numpy.train import (
+from mmt_numpy.tasks.vqa import (
     ImageTextModel,
     TrainConfig,
     cls_logits_backward,
@@ -62,10 +62,10 @@ def test_saved_parameters_reproduce_predictions(short_run, tmp_path):
         dtype=np.float32,
         rng=123,
     )
-    before = fresh.forward(test.ids, patches, test.lengths)
+    before = fresh(test.ids, patches, test.lengths)
     load(fresh, tmp_path / "params.npz")
-    after = fresh.forward(test.ids, patches, test.lengths)
-    expected = short_run.model.forward(test.ids, patches, test.lengths)
+    after = fresh(test.ids, patches, test.lengths)
+    expected = short_run.model(test.ids, patches, test.lengths)
     assert not np.array_equal(before, expected)  # the fresh model really was different
     np.testing.assert_array_equal(after, expected)
     np.testing.assert_array_equal(
@@ -82,7 +82,7 @@ def test_image_positions_are_a_grid_at_the_scale_of_the_patch_features(short_run
     assert isinstance(position, GridPositionalEmbedding) and position.grid == (3, 3)
     assert isinstance(short_run.model.transformer.image_position, GridPositionalEmbedding)
     patches = short_run.train_set.patches()[:200]
-    features = model.transformer.image_embedding.forward(patches)
+    features = model.transformer.image_embedding(patches)
     content = features[patches.sum(-1) > 0] - model.transformer.image_embedding.b.data  # shape patches
     content_rms = np.sqrt(np.mean(content**2))
     assert 0.5 < np.sqrt(np.mean(position.table() ** 2)) / content_rms < 4

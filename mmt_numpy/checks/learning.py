@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
 from mmt_numpy import data, nn, ops
 from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
+from mmt_numpy.nn.image_text import ImageTextCache, ImageTextModel, cls_logits_backward
 from mmt_numpy.nn.module import Module
-from mmt_numpy.train import ImageTextModel, cls_logits_backward
 
 ORDER = 40
 
@@ -58,13 +59,19 @@ def grid_position_case() -> GradcheckReport:
     return check_module(m, {"x": randn(67, 2, 6, 4)}, name="GridPositionalEmbedding (2-D)")
 
 
+class LossCache(NamedTuple):
+    model: ImageTextCache
+    loss: ops.CrossEntropyCache
+    out_shape: tuple[int, ...]
+
+
 class MaskedLMLoss(Module):
     """The masked-token-prediction loss of an :class:`ImageTextModel` as a one-output module.
 
     ``forward(patches)`` returns the 0-d loss ``CE(out[:, :Lt], targets)`` over the masked
-    text positions of fixed corrupted ids; ``backward(d_loss)`` returns ``d_patches``.  The
-    check therefore covers the whole path: word embedding, §5 model, the slice to text
-    positions and the cross-entropy with ``ignore_index``.
+    text positions of fixed corrupted ids; ``backward(d_loss, cache)`` returns
+    ``(d_patches,)``.  The check therefore covers the whole path: word embedding, §5 model,
+    the slice to text positions and the cross-entropy with ``ignore_index``.
     """
 
     def __init__(
@@ -72,18 +79,16 @@ class MaskedLMLoss(Module):
     ) -> None:
         self.model, self.ids, self.lengths, self.targets = model, ids, lengths, targets
 
-    def forward(self, patches: np.ndarray) -> np.ndarray:
-        out = self.model.forward(self.ids, patches, self.lengths)
+    def forward(self, patches: np.ndarray) -> tuple[np.ndarray, LossCache]:
+        out, cache = self.model.forward(self.ids, patches, self.lengths)
         Lt = self.ids.shape[1]
-        loss, cache = ops.cross_entropy_forward(out[:, :Lt], self.targets)  # loss = CE(out[:, :Lt])
-        self._cache = (cache, out.shape)
-        return loss
+        loss, loss_cache = ops.cross_entropy_forward(out[:, :Lt], self.targets)  # loss = CE(out[:, :Lt])
+        return loss, LossCache(cache, loss_cache, out.shape)
 
-    def backward(self, d_loss: np.ndarray) -> np.ndarray:
-        cache, out_shape = self._saved()
-        d_out = np.zeros(out_shape)
-        d_out[:, : self.ids.shape[1]] = ops.cross_entropy_backward(d_loss, cache)  # out[:, :Lt]
-        return self.model.backward(d_out)[1]
+    def backward(self, d_loss: np.ndarray, cache: LossCache) -> tuple[np.ndarray]:
+        d_out = np.zeros(cache.out_shape)
+        d_out[:, : self.ids.shape[1]] = ops.cross_entropy_backward(d_loss, cache.loss)  # out[:, :Lt]
+        return self.model.backward(d_out, cache.model)
 
 
 class ClassificationLoss(MaskedLMLoss):
@@ -104,16 +109,14 @@ class ClassificationLoss(MaskedLMLoss):
         super().__init__(model, ids, lengths, answers)
         self.to_out = to_out
 
-    def forward(self, patches: np.ndarray) -> np.ndarray:
-        out = self.model.forward(self.ids, patches, self.lengths)
-        loss, cache = ops.cross_entropy_forward(out[:, 0], self.targets)  # loss = CE(out[:, 0])
-        self._cache = (cache, out.shape)
-        return loss
+    def forward(self, patches: np.ndarray) -> tuple[np.ndarray, LossCache]:
+        out, cache = self.model.forward(self.ids, patches, self.lengths)
+        loss, loss_cache = ops.cross_entropy_forward(out[:, 0], self.targets)  # loss = CE(out[:, 0])
+        return loss, LossCache(cache, loss_cache, out.shape)
 
-    def backward(self, d_loss: np.ndarray) -> np.ndarray:
-        cache, out_shape = self._saved()
-        d_logits = ops.cross_entropy_backward(d_loss, cache)
-        return self.model.backward(self.to_out(d_logits, out_shape))[1]  # logits = out[:, 0]
+    def backward(self, d_loss: np.ndarray, cache: LossCache) -> tuple[np.ndarray]:
+        d_logits = ops.cross_entropy_backward(d_loss, cache.loss)
+        return self.model.backward(self.to_out(d_logits, cache.out_shape), cache.model)  # logits = out[:, 0]
 
 
 def classification_case(to_out: Callable = cls_logits_backward) -> GradcheckReport:

@@ -9,12 +9,15 @@ from mmt_numpy.nn.embedding import (
     LearnedPositionalEmbedding,
     ModalityEmbedding,
     SinusoidalPositionalEncoding,
+    TiedOutputProjection,
 )
 from mmt_numpy.nn.encoder import TransformerEncoder, TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation, FeedForward
 from mmt_numpy.nn.fusion import FeatureFusion, TensorFusion, VectorFusion
+from mmt_numpy.nn.image_text import ImageTextModel
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
+from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
 from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
@@ -28,6 +31,7 @@ __all__ = [
     "FeatureFusion",
     "FeedForward",
     "GridPositionalEmbedding",
+    "ImageTextModel",
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
@@ -38,11 +42,13 @@ __all__ = [
     "Parameter",
     "SinusoidalPositionalEncoding",
     "TensorFusion",
+    "TiedOutputProjection",
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "VectorFusion",
     "load",
     "load_state_dict",
+    "module_mask",
     "save",
     "state_dict",
 ]

@@ -13,12 +13,42 @@ printed and compare it with the usual form.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import bool_mask, module_input, positive_int
+from mmt_numpy.nn.masks import module_mask
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.validate import module_input, positive_int
+
+
+class MultiHeadAttentionCache(NamedTuple):
+    """The caches of the four projections and of the attention; ``weights`` for plotting."""
+
+    self_attention: bool  # key_value was None: the query served as keys and values too
+    q: ops.LinearCache
+    k: ops.LinearCache
+    v: ops.LinearCache
+    attn: ops.AttentionCache
+    o: ops.LinearCache
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(B, H, Lq, Lk)``: softmax(QKᵀ/√d_h) of every head, 0 where masked."""
+        return self.attn.weights
+
+
+class ArticleCrossAttentionCache(NamedTuple):
+    q: ops.LinearCache
+    k: ops.LinearCache
+    attn: ops.AttentionCache
+    residual: ops.ResidualCache
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(B, 1, Lx, Ly)``: the one head's weights."""
+        return self.attn.weights
 
 
 def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
@@ -54,8 +84,8 @@ class MultiHeadAttention(Module):
     one projection per input is what implementations do, and a product of two matrices is
     just another matrix.
 
-    Parameters (PyTorch stores every weight transposed; its ``in_proj_weight`` is
-    ``[W_qᵀ; W_kᵀ; W_vᵀ]`` stacked, ``out_proj.weight`` is ``W_oᵀ``):
+    Parameters (PyTorch stores every weight transposed and stacks the three input
+    projections; :mod:`mmt_numpy.torch_bridge` writes the mapping out):
         W_q ``(d_model, d_model)``, W_k and W_v ``(kv_dim, d_model)``, W_o
         ``(d_model, d_model)``, Xavier-uniform as PyTorch; b_q, b_k, b_v, b_o ``(d_model,)``,
         zeros (absent with ``bias=False``).
@@ -98,7 +128,7 @@ class MultiHeadAttention(Module):
         gen = as_generator(rng)
         D, E = self.d_model, self.kv_dim
         if E == D:
-            # PyTorch draws its stacked in_proj_weight (3D, D) as one Xavier matrix, so each
+            # PyTorch draws its three stacked input projections (3D, D) as one Xavier matrix, so each
             # projection gets the bound √(6 / 4D); we draw the same and split the columns.
             W_qkv = _xavier_uniform(gen, D, 3 * D, self.dtype)
             W_q, W_k, W_v = W_qkv[:, :D], W_qkv[:, D : 2 * D], W_qkv[:, 2 * D :]
@@ -112,26 +142,29 @@ class MultiHeadAttention(Module):
         self.b_k = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
         self.b_v = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
         self.b_o = Parameter(np.zeros(D, dtype=self.dtype)) if bias else None
-        self.attn_weights: np.ndarray | None = None
 
     def _bias(self, p: Parameter | None) -> np.ndarray | None:
         return None if p is None else p.data
 
     def forward(
         self, query: np.ndarray, key_value: np.ndarray | None = None, mask: np.ndarray | None = None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, MultiHeadAttentionCache]:
         """Attend from ``query`` to ``key_value`` (or to ``query`` itself).
 
         Args:
             query: ``(B, Lq, d_model)``.
-            key_value: ``(B, Lk, kv_dim)``, or None for self-attention (then Lk = Lq).
-            mask: bool broadcastable to ``(B, H, Lq, Lk)``, True = may attend; e.g.
-                ``ops.padding_mask(lengths, Lk)`` ``(B, 1, 1, Lk)`` or
-                ``ops.causal_mask(Lq)`` ``(Lq, Lk)``.  A query row with every key masked
-                gets a zero attention output, so its output row is ``b_o`` (never NaN).
+            key_value: ``(B, Lk, kv_dim)``, or None for self-attention (then Lk = Lq).  Lk may
+                be 0 (no keys at all: the attention output is zeros, so the output is ``b_o``).
+            mask: bool, True = may attend, by the module rule of :mod:`mmt_numpy.nn.masks`:
+                ``(Lq, Lk)`` shared by the batch (``ops.causal_mask(Lq)``), ``(B, Lq, Lk)``
+                one per batch row, or 4-D broadcastable to ``(B, H, Lq, Lk)``
+                (``ops.padding_mask(lengths, Lk)``, ``(B, 1, 1, Lk)``).  A query row with
+                every key masked gets a zero attention output, so its output row is ``b_o``
+                (never NaN).
 
         Returns:
-            ``(B, Lq, d_model)``.  ``self.attn_weights`` keeps the weights ``(B, H, Lq, Lk)``.
+            ``(B, Lq, d_model)`` and the cache; ``cache.weights`` holds the attention weights
+            ``(B, H, Lq, Lk)``.
         """
         owner = f"MultiHeadAttention(d_model={self.d_model})"
         module_input("query", query, self.d_model, self.dtype, owner, ndim=3)
@@ -160,8 +193,7 @@ class MultiHeadAttention(Module):
         B, Lq, _ = query.shape
         Lk = key_value.shape[1]
         H = self.num_heads
-        if mask is not None:
-            bool_mask("mask", mask, (B, H, Lq, Lk))
+        mask = module_mask("mask", mask, B, H, Lq, Lk)
 
         q, cache_q = ops.linear_forward(query, self.W_q.data, self._bias(self.b_q))
         k, cache_k = ops.linear_forward(key_value, self.W_k.data, self._bias(self.b_k))
@@ -170,32 +202,33 @@ class MultiHeadAttention(Module):
             split_heads(q, H), split_heads(k, H), split_heads(v, H), mask
         )
         out, cache_o = ops.linear_forward(merge_heads(heads), self.W_o.data, self._bias(self.b_o))
-        self.attn_weights = cache_attn[3]
-        self._cache = (self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o)
-        return out
+        return out, MultiHeadAttentionCache(self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def backward(
+        self, d_out: np.ndarray, cache: MultiHeadAttentionCache
+    ) -> tuple[np.ndarray] | tuple[np.ndarray, np.ndarray]:
         """Backward of :meth:`forward`; adds into every parameter's ``.grad``.
 
         Args:
             d_out: ``(B, Lq, d_model)``.
+            cache: what that forward returned.
 
         Returns:
-            self-attention: ``d_query (B, Lq, d_model)`` (the sum of its three uses, as
+            self-attention: ``(d_query (B, Lq, d_model),)`` (the sum of its three uses, as
             query, key and value); cross-attention: ``(d_query (B, Lq, d_model),
             d_key_value (B, Lk, kv_dim))``.
         """
-        self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o = self._saved()
+        expect_cache(cache, MultiHeadAttentionCache, "MultiHeadAttention")
         H = self.num_heads
         # out = merge_heads(heads) @ W_o + b_o
-        d_merged, dW_o, db_o = ops.linear_backward(d_out, cache_o)
+        d_merged, dW_o, db_o = ops.linear_backward(d_out, cache.o)
         # heads = attention(split(q), split(k), split(v)); split/merge are reshapes, so their
         # backward is the inverse reshape.
-        dq_h, dk_h, dv_h = ops.attention_backward(split_heads(d_merged, H), cache_attn)
+        dq_h, dk_h, dv_h = ops.attention_backward(split_heads(d_merged, H), cache.attn)
         # q = query @ W_q + b_q,  k = key_value @ W_k + b_k,  v = key_value @ W_v + b_v
-        d_query, dW_q, db_q = ops.linear_backward(merge_heads(dq_h), cache_q)
-        d_kv_from_k, dW_k, db_k = ops.linear_backward(merge_heads(dk_h), cache_k)
-        d_kv_from_v, dW_v, db_v = ops.linear_backward(merge_heads(dv_h), cache_v)
+        d_query, dW_q, db_q = ops.linear_backward(merge_heads(dq_h), cache.q)
+        d_kv_from_k, dW_k, db_k = ops.linear_backward(merge_heads(dk_h), cache.k)
+        d_kv_from_v, dW_v, db_v = ops.linear_backward(merge_heads(dv_h), cache.v)
         for p, g in (
             (self.W_q, dW_q),
             (self.W_k, dW_k),
@@ -211,10 +244,10 @@ class MultiHeadAttention(Module):
         # key_value feeds k and v: the two gradients add (in place: both arrays are ours).
         d_key_value = d_kv_from_k
         d_key_value += d_kv_from_v
-        if self_attention:
+        if cache.self_attention:
             # key_value was query: the three paths meet again.
             d_query += d_key_value
-            return d_query
+            return (d_query,)
         return d_query, d_key_value
 
     def __repr__(self) -> str:
@@ -253,18 +286,20 @@ class ArticleCrossAttention(Module):
         gen = as_generator(rng)
         self.W_q = Parameter(_xavier_uniform(gen, self.d_model, self.d_k, self.dtype))
         self.W_k = Parameter(_xavier_uniform(gen, self.d_model, self.d_k, self.dtype))
-        self.attn_weights: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def forward(
+        self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ArticleCrossAttentionCache]:
         """``X' = X + Attention(X W^Q, Y W^K, Y)``.
 
         Args:
             x: ``(B, Lx, d_model)`` the modality being updated (the queries).
             y: ``(B, Ly, d_model)`` the other modality (keys and values).
-            mask: bool broadcastable to ``(B, 1, Lx, Ly)`` (one head), True = may attend.
+            mask: bool, True = may attend, by the module rule of :mod:`mmt_numpy.nn.masks`
+                (one head): ``(Lx, Ly)``, ``(B, Lx, Ly)`` or 4-D broadcastable to ``(B, 1, Lx, Ly)``.
 
         Returns:
-            ``(B, Lx, d_model)``; ``self.attn_weights`` keeps ``(B, 1, Lx, Ly)``.
+            ``(B, Lx, d_model)`` and the cache; ``cache.weights`` is ``(B, 1, Lx, Ly)``.
         """
         owner = f"ArticleCrossAttention(d_model={self.d_model})"
         module_input("x", x, self.d_model, self.dtype, owner, ndim=3)
@@ -278,20 +313,18 @@ class ArticleCrossAttention(Module):
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y: expected batch size {x.shape[0]} (as x {x.shape}), got shape {y.shape}")
         B, Lx, _ = x.shape
-        if mask is not None:
-            bool_mask("mask", mask, (B, 1, Lx, y.shape[1]))
+        mask = module_mask("mask", mask, B, 1, Lx, y.shape[1])
         q, cache_q = ops.linear_forward(x, self.W_q.data)
         k, cache_k = ops.linear_forward(y, self.W_k.data)
         # One head: (B, L, ·) -> (B, 1, L, ·), so masks and weights have the multi-head layout.
         attended, cache_attn = ops.attention_forward(q[:, None], k[:, None], y[:, None], mask)
         out, cache_res = ops.residual_forward(x, attended[:, 0])
-        self.attn_weights = cache_attn[3]
-        self._cache = (cache_q, cache_k, cache_attn, cache_res)
-        return out
+        return out, ArticleCrossAttentionCache(cache_q, cache_k, cache_attn, cache_res)
 
-    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_out: np.ndarray, cache: ArticleCrossAttentionCache) -> tuple[np.ndarray, np.ndarray]:
         """``d_out (B, Lx, d_model)`` -> ``(dx (B, Lx, d_model), dy (B, Ly, d_model))``."""
-        cache_q, cache_k, cache_attn, cache_res = self._saved()
+        expect_cache(cache, ArticleCrossAttentionCache, "ArticleCrossAttention")
+        cache_q, cache_k, cache_attn, cache_res = cache.q, cache.k, cache.attn, cache.residual
         # X' = X + attended  ->  X gets d_out directly (the residual path)
         dx_residual, d_attended = ops.residual_backward(d_out, cache_res)
         # attended = Attention(q, k, Y)  ->  dq, dk and dV = the value path into Y

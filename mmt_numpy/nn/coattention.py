@@ -20,31 +20,32 @@ output projections, several heads, and streams of different widths.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy import ops
 from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.feedforward import FeedForward
 from mmt_numpy.nn.layernorm import LayerNorm
-from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
+from mmt_numpy.nn.masks import combine_masks, lengths_mask, module_mask
+from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.nn.sublayer import SublayerCache, sublayer_backward, sublayer_forward
 from mmt_numpy.validate import module_input, positive_int
 
 
-def _key_mask(name: str, mask: object, batch: int, L: int) -> np.ndarray:
-    """A keep-mask over one stream's positions as ``(B, 1, 1, L)`` (True = real token).
+class CoAttentionCache(NamedTuple):
+    """One stream's two sub-layers each: ``text_attn``, ``text_ff``, ``image_attn``, ``image_ff``."""
 
-    Accepts ``(B, L)`` (e.g. ``ids != pad_id``) or the ``(B, 1, 1, L)`` of ``ops.padding_mask``.
-    """
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name}: expected a boolean numpy array, got {type(mask).__name__}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"{name}: expected dtype bool (True = real token), got {mask.dtype}")
-    if mask.shape == (batch, L):
-        return mask[:, None, None, :]
-    if mask.shape == (batch, 1, 1, L):
-        return mask
-    raise ValueError(f"{name}: expected shape ({batch}, {L}) or ({batch}, 1, 1, {L}), got {mask.shape}")
+    text_attn: SublayerCache  # .sublayer: text queries over image keys and values
+    text_ff: SublayerCache
+    image_attn: SublayerCache  # .sublayer: image queries over text keys and values
+    image_ff: SublayerCache
+
+    @property
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(text -> image (B, H, Lt, Li), image -> text (B, H, Li, Lt))`` attention weights."""
+        return self.text_attn.weights, self.image_attn.weights
 
 
 class CoAttentionLayer(Module):
@@ -55,8 +56,8 @@ class CoAttentionLayer(Module):
         ``text_norm1``, ``text_ff`` ``FeedForward(d_text, d_ff)``, ``text_norm2``, and the
         parameter-free ``text_dropout1``/``text_dropout2``; the same for ``image_*`` with
         ``image_cross_attn`` ``MultiHeadAttention(d_image, num_heads, kv_dim=d_text)``.
-        ``text_cross_attn.attn_weights`` ``(B, H, Lt, Li)`` shows which patches each word
-        looked at; ``image_cross_attn.attn_weights`` ``(B, H, Li, Lt)`` the reverse.
+        The forward's ``cache.weights`` holds ``(B, H, Lt, Li)`` (which patches each word
+        looked at) and ``(B, H, Li, Lt)`` (the reverse).
 
     Args:
         d_text: width of the text stream.
@@ -106,19 +107,29 @@ class CoAttentionLayer(Module):
         image: np.ndarray,
         text_mask: np.ndarray | None = None,
         image_mask: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        text_lengths: np.ndarray | None = None,
+        image_lengths: np.ndarray | None = None,
+    ) -> tuple[tuple[np.ndarray, np.ndarray], CoAttentionCache]:
         """Update both streams from each other.
+
+        Masks follow the module rule of :mod:`mmt_numpy.nn.masks` (True = may attend) and are
+        named after the keys they restrict:
 
         Args:
             text: ``(B, Lt, d_text)``.
             image: ``(B, Li, d_image)``.
-            text_mask: bool ``(B, Lt)`` or ``(B, 1, 1, Lt)``, True = real text token; the
-                image queries do not attend to padded text tokens.
-            image_mask: bool ``(B, Li)`` or ``(B, 1, 1, Li)``, True = real image patch; the
-                text queries do not attend to padded patches.
+            text_mask: what the *image* queries may see of the text keys: ``(Li, Lt)``,
+                ``(B, Li, Lt)`` or 4-D broadcastable to ``(B, H, Li, Lt)``; text padding is
+                ``ops.padding_mask(text_lengths, Lt)``, ``(B, 1, 1, Lt)``.
+            image_mask: what the *text* queries may see of the image keys: ``(Lt, Li)``,
+                ``(B, Lt, Li)`` or 4-D broadcastable to ``(B, H, Lt, Li)``.
+            text_lengths, image_lengths: ``(B,)`` integers, the real tokens of each row; the
+                padding they imply is hidden from the other stream's queries (and combined
+                with the masks by logical and).
 
         Returns:
-            ``(text' (B, Lt, d_text), image' (B, Li, d_image))``.
+            ``((text' (B, Lt, d_text), image' (B, Li, d_image)), cache)``; ``cache.weights``
+            is ``(text -> image (B, H, Lt, Li), image -> text (B, H, Li, Lt))``.
         """
         owner = f"CoAttentionLayer(d_text={self.d_text}, d_image={self.d_image})"
         module_input("text", text, self.d_text, self.dtype, owner, ndim=3)
@@ -129,50 +140,75 @@ class CoAttentionLayer(Module):
                 f"image: expected batch size {B} (as text {text.shape}), got shape {image.shape}"
             )
         Li = image.shape[1]
-        text_keys = None if text_mask is None else _key_mask("text_mask", text_mask, B, Lt)
-        image_keys = None if image_mask is None else _key_mask("image_mask", image_mask, B, Li)
+        H = self.text_cross_attn.num_heads
+        text_keys = combine_masks(
+            module_mask("text_mask", text_mask, B, H, Li, Lt),
+            None if text_lengths is None else lengths_mask("text_lengths", text_lengths, B, Lt),
+        )
+        image_keys = combine_masks(
+            module_mask("image_mask", image_mask, B, H, Lt, Li),
+            None if image_lengths is None else lengths_mask("image_lengths", image_lengths, B, Li),
+        )
 
-        # Text stream: t1 = norm1(text + drop1(cross_attn(text -> image))), t2 = norm2(t1 + drop2(ff(t1)))
-        attended = self.text_dropout1.forward(self.text_cross_attn.forward(text, image, image_keys))
-        h, text_res1 = ops.residual_forward(text, attended)
-        t1 = self.text_norm1.forward(h)
-        h, text_res2 = ops.residual_forward(t1, self.text_dropout2.forward(self.text_ff.forward(t1)))
-        t2 = self.text_norm2.forward(h)
+        # Text stream: t1 = the cross-attention sub-layer (text -> image), t2 = the feed-forward one
+        t1, text_attn = sublayer_forward(
+            text,
+            lambda t: self.text_cross_attn.forward(t, image, image_keys),
+            self.text_norm1,
+            self.text_dropout1,
+            False,
+        )
+        t2, text_ff = sublayer_forward(t1, self.text_ff.forward, self.text_norm2, self.text_dropout2, False)
         # Image stream, the mirror image: queries from the image, keys and values from the text
-        attended = self.image_dropout1.forward(self.image_cross_attn.forward(image, text, text_keys))
-        h, image_res1 = ops.residual_forward(image, attended)
-        v1 = self.image_norm1.forward(h)
-        h, image_res2 = ops.residual_forward(v1, self.image_dropout2.forward(self.image_ff.forward(v1)))
-        v2 = self.image_norm2.forward(h)
-        self._cache = (text_res1, text_res2, image_res1, image_res2)
-        return t2, v2
+        v1, image_attn = sublayer_forward(
+            image,
+            lambda v: self.image_cross_attn.forward(v, text, text_keys),
+            self.image_norm1,
+            self.image_dropout1,
+            False,
+        )
+        v2, image_ff = sublayer_forward(
+            v1, self.image_ff.forward, self.image_norm2, self.image_dropout2, False
+        )
+        return (t2, v2), CoAttentionCache(text_attn, text_ff, image_attn, image_ff)
 
-    def backward(self, d_text_out: np.ndarray, d_image_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(
+        self, d_out: tuple[np.ndarray, np.ndarray], cache: CoAttentionCache
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Backward of both streams; adds into every parameter's ``.grad``.
 
         Args:
-            d_text_out: ``(B, Lt, d_text)``, the gradient of the loss with respect to text'.
-            d_image_out: ``(B, Li, d_image)``, with respect to image'.
+            d_out: ``(d_text' (B, Lt, d_text), d_image' (B, Li, d_image))``, shaped like the
+                output.
+            cache: what that forward returned.
 
         Returns:
             ``(d_text (B, Lt, d_text), d_image (B, Li, d_image))``.  Each input was used in
             its own stream (residual, queries) and in the other (keys and values), so each
             gradient is the sum of the two streams' contributions.
         """
-        text_res1, text_res2, image_res1, image_res2 = self._saved()
-        # t2 = norm2(h),  h = t1 + drop2(ff(t1))
-        d_t1, d_ff = ops.residual_backward(self.text_norm2.backward(d_text_out), text_res2)
-        d_t1 = d_t1 + self.text_ff.backward(self.text_dropout2.backward(d_ff))
-        # t1 = norm1(h),  h = text + drop1(text_cross_attn(text, image))
-        d_text, d_attn = ops.residual_backward(self.text_norm1.backward(d_t1), text_res1)
-        d_text_query, d_image_kv = self.text_cross_attn.backward(self.text_dropout1.backward(d_attn))
-        # v2 = norm2(h),  h = v1 + drop2(ff(v1))
-        d_v1, d_ff = ops.residual_backward(self.image_norm2.backward(d_image_out), image_res2)
-        d_v1 = d_v1 + self.image_ff.backward(self.image_dropout2.backward(d_ff))
-        # v1 = norm1(h),  h = image + drop1(image_cross_attn(image, text))
-        d_image, d_attn = ops.residual_backward(self.image_norm1.backward(d_v1), image_res1)
-        d_image_query, d_text_kv = self.image_cross_attn.backward(self.image_dropout1.backward(d_attn))
-        return d_text + d_text_query + d_text_kv, d_image + d_image_query + d_image_kv
+        expect_cache(cache, CoAttentionCache, "CoAttentionLayer")
+        if not isinstance(d_out, tuple) or len(d_out) != 2:
+            raise TypeError(
+                "d_out: expected a pair (d_text_out, d_image_out), shaped like the output, "
+                f"got {type(d_out).__name__}"
+            )
+        d_text_out, d_image_out = d_out
+        # t2 = feed-forward sub-layer(t1),  t1 = cross-attention sub-layer(text; image)
+        (d_t1,) = sublayer_backward(
+            d_text_out, cache.text_ff, self.text_ff.backward, self.text_norm2, self.text_dropout2
+        )
+        d_text, d_image_kv = sublayer_backward(
+            d_t1, cache.text_attn, self.text_cross_attn.backward, self.text_norm1, self.text_dropout1
+        )
+        # v2 = feed-forward sub-layer(v1),  v1 = cross-attention sub-layer(image; text)
+        (d_v1,) = sublayer_backward(
+            d_image_out, cache.image_ff, self.image_ff.backward, self.image_norm2, self.image_dropout2
+        )
+        d_image, d_text_kv = sublayer_backward(
+            d_v1, cache.image_attn, self.image_cross_attn.backward, self.image_norm1, self.image_dropout1
+        )
+        return d_text + d_text_kv, d_image + d_image_kv
 
     def __repr__(self) -> str:
         return (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.module import Module, RngLike, as_generator
+from mmt_numpy.nn.module import Module, RngLike, as_generator, expect_cache
 from mmt_numpy.validate import float_array
 
 
@@ -29,16 +29,16 @@ class Dropout(Module):
         self.p = float(p)
         self.rng = as_generator(rng)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x (...)`` -> ``(...)`` of the same shape and dtype."""
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ops.DropoutCache]:
+        """``x (...)`` -> ``(...)`` of the same shape and dtype, and the cache (the mask drawn)."""
         float_array("x", x)
-        out, self._cache = ops.dropout_forward(x, self.p, self.rng, training=self.training)
-        return out
+        return ops.dropout_forward(x, self.p, self.rng, training=self.training)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (...)`` -> ``dx (...)``: the same mask and scale as the forward."""
+    def backward(self, d_out: np.ndarray, cache: ops.DropoutCache) -> tuple[np.ndarray]:
+        """``d_out (...)`` -> ``(dx (...),)``: the same mask and scale as that forward."""
+        expect_cache(cache, ops.DropoutCache, "Dropout")
         # out = x * scaled_keep  ->  dx = d_out * scaled_keep
-        return ops.dropout_backward(d_out, self._saved())
+        return (ops.dropout_backward(d_out, cache),)
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"

@@ -12,16 +12,33 @@ neither, and its closing note lists the positional encoding as missing).
   patch grid (2-D positions for image patches).
 * :class:`ModalityEmbedding` adds a learned vector per modality (BERT's segment or
   "token type" embedding, VisualBERT's text/image types).
+* :class:`TiedOutputProjection` reuses an :class:`Embedding`'s table as the output layer
+  of a language model, ``logits = h Eᵀ`` (weight tying, Press & Wolf 2017).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import module_input, positive_int
+from mmt_numpy import ops
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.validate import grad_output, module_input, positive_int
+
+
+class EmbeddingCache(NamedTuple):
+    ids: np.ndarray  # the integer ids that were looked up
+
+
+class PositionCache(NamedTuple):
+    shape: tuple[int, ...]  # x's shape (B, L, dim); positions only add, so nothing else is needed
+    dtype: np.dtype
+
+
+class TiedOutputCache(NamedTuple):
+    linear: ops.LinearCache
 
 
 def int_ids(name: str, ids: object, high: int, what: str) -> np.ndarray:
@@ -86,24 +103,24 @@ class Embedding(Module):
         gen = as_generator(rng)
         self.weight = Parameter(gen.standard_normal((self.num_embeddings, self.dim)).astype(self.dtype))
 
-    def forward(self, ids: np.ndarray) -> np.ndarray:
+    def forward(self, ids: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
         """``ids (B, L)`` integers in ``[0, num_embeddings)`` (any shape works) -> ``(B, L, dim)``."""
         int_ids("ids", ids, self.num_embeddings, f"Embedding({self.num_embeddings}, {self.dim})")
-        self._cache = ids
-        return self.weight.data[ids]
+        return self.weight.data[ids], EmbeddingCache(ids)
 
-    def backward(self, d_out: np.ndarray) -> None:
+    def backward(self, d_out: np.ndarray, cache: EmbeddingCache) -> tuple[()]:
         """Add ``d_out (B, L, dim)`` into the rows of ``weight.grad`` that were looked up.
 
-        Returns None: the ids are integers, and nothing can be differentiated with respect
-        to them (``check_module`` skips a None gradient).
+        Returns ``()``: the ids are integers, and nothing can be differentiated with respect
+        to them.
         """
-        ids = self._saved()
+        ids = expect_cache(cache, EmbeddingCache, "Embedding").ids
+        grad_output(d_out, (*ids.shape, self.dim), self.dtype)
         # out = weight[ids]  ->  row ids[b, l] of dweight collects d_out[b, l].  An id used
         # twice must collect twice: np.add.at accumulates over repeated indices, whereas
         # ``grad[ids] += d_out`` would keep only one of them (buffered fancy assignment).
         np.add.at(self.weight.grad, ids, d_out)
-        return None
+        return ()
 
     def __repr__(self) -> str:
         return f"Embedding(num_embeddings={self.num_embeddings}, dim={self.dim})"
@@ -127,16 +144,15 @@ class SinusoidalPositionalEncoding(Module):
         self.dtype = as_float_dtype(dtype)
         self.table = sinusoidal_table(self.max_len, self.dim).astype(self.dtype)  # (max_len, dim)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, PositionCache]:
         """``x (B, L, dim)`` with ``L <= max_len`` -> ``x + PE[:L]`` ``(B, L, dim)``."""
         _sequence_input("x", x, self.dim, self.max_len, self.dtype, repr(self))
-        self._cache = True
-        return x + self.table[: x.shape[1]]
+        return x + self.table[: x.shape[1]], PositionCache(x.shape, x.dtype)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, dim)`` -> ``dx = d_out`` (out = x + constant)."""
-        self._saved()
-        return d_out
+    def backward(self, d_out: np.ndarray, cache: PositionCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, dim)`` -> ``(dx,)`` with ``dx = d_out`` (out = x + constant)."""
+        expect_cache(cache, PositionCache, "SinusoidalPositionalEncoding")
+        return (grad_output(d_out, cache.shape, cache.dtype),)
 
     def __repr__(self) -> str:
         return f"SinusoidalPositionalEncoding(max_len={self.max_len}, dim={self.dim})"
@@ -162,19 +178,20 @@ class LearnedPositionalEmbedding(Module):
         gen = as_generator(rng)
         self.weight = Parameter((0.02 * gen.standard_normal((self.max_len, self.dim))).astype(self.dtype))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, PositionCache]:
         """``x (B, L, dim)`` with ``L <= max_len`` -> ``x + weight[:L]`` ``(B, L, dim)``."""
         _sequence_input("x", x, self.dim, self.max_len, self.dtype, repr(self))
-        self._cache = x.shape[1]
-        return x + self.weight.data[: x.shape[1]]
+        return x + self.weight.data[: x.shape[1]], PositionCache(x.shape, x.dtype)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, dim)`` -> ``dx (B, L, dim)``; adds into ``weight.grad[:L]``."""
-        L = self._saved()
+    def backward(self, d_out: np.ndarray, cache: PositionCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, dim)`` -> ``(dx (B, L, dim),)``; adds into ``weight.grad[:L]``."""
+        expect_cache(cache, PositionCache, "LearnedPositionalEmbedding")
+        grad_output(d_out, cache.shape, cache.dtype)
+        L = cache.shape[1]
         # out = x + weight[:L] (broadcast over the batch)  ->  dweight[:L] = Σ_b d_out[b],
         # dx = d_out; the rows of positions beyond L get nothing.
         self.weight.grad[:L] += d_out.sum(axis=0)
-        return d_out
+        return (d_out,)
 
     def __repr__(self) -> str:
         return f"LearnedPositionalEmbedding(max_len={self.max_len}, dim={self.dim})"
@@ -235,7 +252,7 @@ class GridPositionalEmbedding(Module):
         """``(rows * columns, dim)``: the vector added to each patch, in reading order."""
         return (self.row.data[:, None, :] + self.column.data[None, :, :]).reshape(-1, self.dim)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, PositionCache]:
         """``x (B, rows * columns, dim)`` -> ``x + row[n // columns] + column[n % columns]``."""
         module_input("x", x, self.dim, self.dtype, repr(self), ndim=3)
         if x.shape[1] != self.rows * self.columns:
@@ -243,18 +260,21 @@ class GridPositionalEmbedding(Module):
                 f"x: expected {self.rows * self.columns} patches (a {self.rows}x{self.columns} grid in "
                 f"reading order) of {repr(self)}, got shape {x.shape}"
             )
-        self._cache = True
-        return x + self.table()
+        return x + self.table(), PositionCache(x.shape, x.dtype)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, rows * columns, dim)`` -> ``dx = d_out``; adds into ``row.grad``, ``column.grad``."""
-        self._saved()
+    def backward(self, d_out: np.ndarray, cache: PositionCache) -> tuple[np.ndarray]:
+        """``d_out (B, rows * columns, dim)`` -> ``(dx,)`` with ``dx = d_out``.
+
+        Adds into ``row.grad`` and ``column.grad``.
+        """
+        expect_cache(cache, PositionCache, "GridPositionalEmbedding")
+        grad_output(d_out, cache.shape, cache.dtype)
         # out[b, n] = x[b, n] + row[r(n)] + column[c(n)]: dx = d_out; row r collects d_out
         # over the batch and over the patches of row r, column c over those of column c.
         d_grid = d_out.sum(axis=0).reshape(self.rows, self.columns, self.dim)
         self.row.grad += d_grid.sum(axis=1)
         self.column.grad += d_grid.sum(axis=0)
-        return d_out
+        return (d_out,)
 
     def __repr__(self) -> str:
         return f"GridPositionalEmbedding(grid=({self.rows}, {self.columns}), dim={self.dim})"
@@ -285,7 +305,7 @@ class ModalityEmbedding(Module):
         init = 0.02 * gen.standard_normal((self.num_modalities, self.dim))
         self.weight = Parameter(init.astype(self.dtype))
 
-    def forward(self, x: np.ndarray, modality: int | np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, modality: int | np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
         """Add each token's modality vector.
 
         Args:
@@ -295,7 +315,7 @@ class ModalityEmbedding(Module):
                 (e.g. ``[0]*Lt + [1]*Li`` for a text-then-image sequence) or ``(B, L)``.
 
         Returns:
-            ``(B, L, dim)``.
+            ``(B, L, dim)`` and the cache (the ids broadcast to ``(B, L)``).
         """
         owner = repr(self)
         module_input("x", x, self.dim, self.dtype, owner, ndim=3)
@@ -309,18 +329,66 @@ class ModalityEmbedding(Module):
                 f"got shape {ids.shape}"
             )
         ids = np.broadcast_to(ids, (B, L))
-        self._cache = ids
-        return x + self.weight.data[ids]
+        return x + self.weight.data[ids], EmbeddingCache(ids)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, dim)`` -> ``dx = d_out``; adds into ``weight.grad``."""
-        ids = self._saved()
+    def backward(self, d_out: np.ndarray, cache: EmbeddingCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, dim)`` -> ``(dx,)`` with ``dx = d_out``; adds into ``weight.grad``."""
+        ids = expect_cache(cache, EmbeddingCache, "ModalityEmbedding").ids
+        grad_output(d_out, (*ids.shape, self.dim), self.dtype)
         # out = x + weight[ids]  ->  dx = d_out, and row m of dweight sums d_out over every
         # token of modality m: a (num_modalities, B·L) one-hot matrix times d_out's rows.  With
         # a handful of modalities this small GEMM is ~100x faster than np.add.at(grad, ids, d_out).
         one_hot = ids.reshape(-1) == np.arange(self.num_modalities)[:, None]  # (M, B·L) bool
         self.weight.grad += one_hot.astype(d_out.dtype) @ d_out.reshape(-1, self.dim)
-        return d_out
+        return (d_out,)
 
     def __repr__(self) -> str:
         return f"ModalityEmbedding(num_modalities={self.num_modalities}, dim={self.dim})"
+
+
+class TiedOutputProjection(Module):
+    """``logits = h @ Eᵀ (+ b)``: an :class:`Embedding`'s table ``E`` reused as the output layer.
+
+    A decoder reads token ids through ``E`` (``(vocab, dim)``) and writes scores over the same
+    vocabulary; tying the two (Press & Wolf, 2017; the original Transformer) halves the
+    embedding parameters and lets every output gradient train the input vectors too.  The
+    Parameter is *the same object* as ``embedding.weight``: ``named_parameters()`` lists it
+    once (under the embedding's name), and its ``.grad`` collects both uses, the lookup's and
+    this projection's.
+
+    Parameters:
+        weight: the embedding's ``(vocab, dim)`` table, shared.
+        b: ``(vocab,)`` zeros, an output bias of its own (absent with ``bias=False``).
+
+    Args:
+        embedding: the :class:`Embedding` whose table is shared.
+        bias: whether to learn an output bias.
+    """
+
+    def __init__(self, embedding: Embedding, bias: bool = False) -> None:
+        if not isinstance(embedding, Embedding):
+            raise TypeError(f"embedding: expected an mmt_numpy.nn.Embedding, got {type(embedding).__name__}")
+        self.weight = embedding.weight  # the same Parameter: one table, two uses
+        self.dim, self.vocab = embedding.dim, embedding.num_embeddings
+        self.dtype = embedding.dtype
+        self.b = Parameter(np.zeros(self.vocab, dtype=self.dtype)) if bias else None
+
+    def forward(self, h: np.ndarray) -> tuple[np.ndarray, TiedOutputCache]:
+        """``h (..., dim)`` -> ``logits (..., vocab)`` and the cache."""
+        module_input("h", h, self.dim, self.dtype, repr(self))
+        # logits = h @ Eᵀ + b: the linear op with W = Eᵀ, a view (no copy of the table)
+        logits, cache = ops.linear_forward(h, self.weight.data.T, None if self.b is None else self.b.data)
+        return logits, TiedOutputCache(cache)
+
+    def backward(self, d_logits: np.ndarray, cache: TiedOutputCache) -> tuple[np.ndarray]:
+        """``d_logits (..., vocab)`` -> ``(dh (..., dim),)``; adds ``dWᵀ`` into the shared ``weight.grad``."""
+        expect_cache(cache, TiedOutputCache, "TiedOutputProjection")
+        # logits = h @ Eᵀ  ->  dh = d_logits @ E,  dE = (hᵀ d_logits)ᵀ
+        dh, dW, db = ops.linear_backward(d_logits, cache.linear)
+        self.weight.grad += dW.T
+        if self.b is not None:
+            self.b.grad += db
+        return (dh,)
+
+    def __repr__(self) -> str:
+        return f"TiedOutputProjection(vocab={self.vocab}, dim={self.dim}, bias={self.b is not None})"

@@ -17,16 +17,38 @@ with ``ff(x) = linear2(dropout(activation(linear1(x))))``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy import ops
 from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
-from mmt_numpy.nn.feedforward import Activation
+from mmt_numpy.nn.feedforward import Activation, FeedForwardCache, feed_forward, feed_forward_backward
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
-from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
+from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.nn.sublayer import SublayerCache, sublayer_backward, sublayer_forward
 from mmt_numpy.validate import module_input, positive_int
+
+
+class EncoderLayerCache(NamedTuple):
+    attn: SublayerCache  # the self-attention sub-layer (its .sublayer is a MultiHeadAttentionCache)
+    ff: SublayerCache  # the feed-forward sub-layer
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(B, H, L, L)``: this layer's self-attention weights."""
+        return self.attn.weights
+
+
+class EncoderCache(NamedTuple):
+    layers: tuple[EncoderLayerCache, ...]
+    norm: object  # the final LayerNormCache, or None
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Every layer's self-attention weights, each ``(B, H, L, L)``, first layer first."""
+        return [c.weights for c in self.layers]
 
 
 class TransformerEncoderLayer(Module):
@@ -80,74 +102,43 @@ class TransformerEncoderLayer(Module):
         self.dropout1 = Dropout(dropout, rng=gen)
         self.dropout2 = Dropout(dropout, rng=gen)
 
-    # The two sub-layers, each a forward and its backward.
-
-    def _attention_block(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return self.dropout1.forward(self.self_attn.forward(x, mask=mask))
-
-    def _attention_block_backward(self, d_out: np.ndarray) -> np.ndarray:
-        # out = dropout1(self_attn(x)); self-attention's backward returns the one gradient dx
-        return self.self_attn.backward(self.dropout1.backward(d_out))
-
-    def _ff_block(self, x: np.ndarray) -> np.ndarray:
-        hidden = self.dropout.forward(self.activation.forward(self.linear1.forward(x)))
-        return self.dropout2.forward(self.linear2.forward(hidden))
-
-    def _ff_block_backward(self, d_out: np.ndarray) -> np.ndarray:
-        # dropout2(linear2(dropout(activation(linear1(x))))), unwound from the outside in
-        d_hidden = self.linear2.backward(self.dropout2.backward(d_out))
-        return self.linear1.backward(self.activation.backward(self.dropout.backward(d_hidden)))
-
-    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, EncoderLayerCache]:
         """Run the layer.
 
         Args:
             x: ``(B, L, d_model)``.
-            mask: bool broadcastable to ``(B, H, L, L)``, True = may attend, e.g.
-                ``ops.padding_mask(lengths, L)`` or ``ops.causal_mask(L)``.
+            mask: bool, True = may attend, by the module rule of :mod:`mmt_numpy.nn.masks`:
+                ``(L, L)`` (``ops.causal_mask(L)``), ``(B, L, L)``, or 4-D broadcastable to
+                ``(B, H, L, L)`` (``ops.padding_mask(lengths, L)``).
 
         Returns:
-            ``(B, L, d_model)``; ``self.self_attn.attn_weights`` holds ``(B, H, L, L)``.
+            ``(B, L, d_model)`` and the cache; ``cache.weights`` holds ``(B, H, L, L)``.
         """
         owner = f"TransformerEncoderLayer(d_model={self.d_model})"
         module_input("x", x, self.d_model, self.norm1.dtype, owner, ndim=3)
-        if self.norm_first:
-            # x1 = x + dropout1(self_attn(norm1(x)))
-            x1, cache_res1 = ops.residual_forward(x, self._attention_block(self.norm1.forward(x), mask))
-            # x2 = x1 + dropout2(ff(norm2(x1)))
-            x2, cache_res2 = ops.residual_forward(x1, self._ff_block(self.norm2.forward(x1)))
-        else:
-            # x1 = norm1(h1),  h1 = x + dropout1(self_attn(x))
-            h1, cache_res1 = ops.residual_forward(x, self._attention_block(x, mask))
-            x1 = self.norm1.forward(h1)
-            # x2 = norm2(h2),  h2 = x1 + dropout2(ff(x1))
-            h2, cache_res2 = ops.residual_forward(x1, self._ff_block(x1))
-            x2 = self.norm2.forward(h2)
-        self._cache = (cache_res1, cache_res2)
-        return x2
+        # x1 = the self-attention sub-layer of x,  x2 = the feed-forward sub-layer of x1
+        x1, attn_cache = sublayer_forward(
+            x, lambda h: self.self_attn.forward(h, mask=mask), self.norm1, self.dropout1, self.norm_first
+        )
+        x2, ff_cache = sublayer_forward(x1, self._feed_forward, self.norm2, self.dropout2, self.norm_first)
+        return x2, EncoderLayerCache(attn_cache, ff_cache)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, d_model)`` -> ``dx (B, L, d_model)``; adds into every parameter's ``.grad``.
+    def backward(self, d_out: np.ndarray, cache: EncoderLayerCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, d_model)`` -> ``(dx (B, L, d_model),)``; adds into every parameter's ``.grad``."""
+        expect_cache(cache, EncoderLayerCache, "TransformerEncoderLayer")
+        # x2 = feed-forward sub-layer(x1)
+        (d_x1,) = sublayer_backward(d_out, cache.ff, self._feed_forward_backward, self.norm2, self.dropout2)
+        # x1 = self-attention sub-layer(x)
+        (d_x,) = sublayer_backward(d_x1, cache.attn, self.self_attn.backward, self.norm1, self.dropout1)
+        return (d_x,)
 
-        Every residual sends the gradient two ways, the identity path and the sub-layer
-        path, and the two are added where x was used twice.
-        """
-        cache_res1, cache_res2 = self._saved()
-        if self.norm_first:
-            # x2 = x1 + dropout2(ff(norm2(x1)))
-            d_x1, d_ff = ops.residual_backward(d_out, cache_res2)
-            d_x1 = d_x1 + self.norm2.backward(self._ff_block_backward(d_ff))
-            # x1 = x + dropout1(self_attn(norm1(x)))
-            d_x, d_attn = ops.residual_backward(d_x1, cache_res1)
-            return d_x + self.norm1.backward(self._attention_block_backward(d_attn))
-        # x2 = norm2(h2),  h2 = x1 + dropout2(ff(x1))
-        d_h2 = self.norm2.backward(d_out)
-        d_x1, d_ff = ops.residual_backward(d_h2, cache_res2)
-        d_x1 = d_x1 + self._ff_block_backward(d_ff)
-        # x1 = norm1(h1),  h1 = x + dropout1(self_attn(x))
-        d_h1 = self.norm1.backward(d_x1)
-        d_x, d_attn = ops.residual_backward(d_h1, cache_res1)
-        return d_x + self._attention_block_backward(d_attn)
+    def _feed_forward(self, x: np.ndarray) -> tuple[np.ndarray, FeedForwardCache]:
+        return feed_forward(x, self.linear1, self.activation, self.dropout, self.linear2)
+
+    def _feed_forward_backward(self, d_out: np.ndarray, cache: FeedForwardCache) -> tuple[np.ndarray]:
+        return (
+            feed_forward_backward(d_out, cache, self.linear1, self.activation, self.dropout, self.linear2),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -171,6 +162,8 @@ class TransformerEncoder(Module):
             :class:`TransformerEncoderLayer`, for every layer.
         num_layers: how many layers.
         final_norm: add ``norm = LayerNorm(d_model)`` after the last layer.
+        share_layers: one layer applied ``num_layers`` times (ALBERT): a deep stack with the
+            parameters of one layer.
         dtype, rng: parameter dtype and the generator.
     """
 
@@ -185,42 +178,52 @@ class TransformerEncoder(Module):
         dropout: float = 0.0,
         final_norm: bool = False,
         *,
+        share_layers: bool = False,
         dtype: object = np.float64,
         rng: RngLike = None,
     ) -> None:
         self.num_layers = positive_int("num_layers", num_layers)
+        self.share_layers = bool(share_layers)
         dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
-        self.layers = [
+        distinct = 1 if self.share_layers else self.num_layers
+        made = [
             TransformerEncoderLayer(
                 d_model, num_heads, d_ff, norm_first, activation, dropout, dtype=dtype, rng=gen
             )
-            for _ in range(self.num_layers)
+            for _ in range(distinct)
         ]
+        # With share_layers the list holds one layer num_layers times (ALBERT's cross-layer
+        # sharing): its Parameters are listed once, under layers.0.
+        self.layers = made * self.num_layers if self.share_layers else made
         self.norm = LayerNorm(d_model, dtype=dtype) if final_norm else None
 
-    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """``x (B, L, d_model)``, mask as the layer's -> ``(B, L, d_model)``."""
+    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, EncoderCache]:
+        """``x (B, L, d_model)``, mask as the layer's -> ``(B, L, d_model)`` and the cache.
+
+        ``cache.weights`` lists every layer's attention weights, each ``(B, H, L, L)``.
+        """
+        layer_caches = []
         for layer in self.layers:
-            x = layer.forward(x, mask)
+            x, c = layer.forward(x, mask)  # x = layer(x, mask)
+            layer_caches.append(c)
+        norm_cache = None
         if self.norm is not None:
-            x = self.norm.forward(x)
-        self._cache = True  # each layer keeps its own cache
-        return x
+            x, norm_cache = self.norm.forward(x)  # x = norm(x)
+        return x, EncoderCache(tuple(layer_caches), norm_cache)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, d_model)`` -> ``dx (B, L, d_model)``: the layers in reverse order."""
-        self._saved()
+    def backward(self, d_out: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, d_model)`` -> ``(dx (B, L, d_model),)``: the layers in reverse order.
+
+        A layer shared by several positions of the stack (``share_layers=True``) is called
+        once per position, each call with its own cache, so its gradients add up.
+        """
+        expect_cache(cache, EncoderCache, "TransformerEncoder")
         if self.norm is not None:
-            d_out = self.norm.backward(d_out)  # x = norm(x)
-        for layer in reversed(self.layers):
-            d_out = layer.backward(d_out)  # x = layer(x, mask)
-        return d_out
-
-    @property
-    def attn_weights(self) -> list[np.ndarray | None]:
-        """The last forward's weights of every layer, each ``(B, H, L, L)``."""
-        return [layer.self_attn.attn_weights for layer in self.layers]
+            (d_out,) = self.norm.backward(d_out, cache.norm)  # x = norm(x)
+        for layer, c in zip(reversed(self.layers), reversed(cache.layers), strict=True):
+            (d_out,) = layer.backward(d_out, c)  # x = layer(x, mask)
+        return (d_out,)
 
     def __repr__(self) -> str:
         return (

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.linear import Linear
-from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
+from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.validate import float_array, positive_int
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+
+
+class FeedForwardCache(NamedTuple):
+    linear1: ops.LinearCache
+    activation: ops.ReluCache | ops.GeluCache
+    dropout: ops.DropoutCache
+    linear2: ops.LinearCache
 
 
 class Activation(Module):
@@ -26,23 +35,19 @@ class Activation(Module):
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
         self.name = name
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x (...)`` -> ``(...)``."""
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ops.ReluCache | ops.GeluCache]:
+        """``x (...)`` -> ``(...)`` and the cache."""
         float_array("x", x)
         if self.name == "relu":
-            out, cache = ops.relu_forward(x)
-        else:
-            out, cache = ops.gelu_forward(x, approximate="none" if self.name == "gelu" else "tanh")
-        self._cache = cache
-        return out
+            return ops.relu_forward(x)
+        return ops.gelu_forward(x, approximate="none" if self.name == "gelu" else "tanh")
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (...)`` -> ``dx (...)``."""
-        cache = self._saved()
+    def backward(self, d_out: np.ndarray, cache: ops.ReluCache | ops.GeluCache) -> tuple[np.ndarray]:
+        """``d_out (...)`` -> ``(dx (...),)``."""
         # out = act(x)  ->  dx = d_out ⊙ act'(x)
         if self.name == "relu":
-            return ops.relu_backward(d_out, cache)
-        return ops.gelu_backward(d_out, cache)
+            return (ops.relu_backward(d_out, expect_cache(cache, ops.ReluCache, "Activation('relu')")),)
+        return (ops.gelu_backward(d_out, expect_cache(cache, ops.GeluCache, f"Activation({self.name!r})")),)
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -84,24 +89,51 @@ class FeedForward(Module):
         self.dropout = Dropout(dropout, rng=gen)
         self.linear2 = Linear(self.d_ff, self.d_model, dtype=dtype, rng=gen)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x (B, L, d_model)`` (any leading dimensions) -> ``(B, L, d_model)``."""
-        hidden = self.linear1.forward(x)
-        hidden = self.activation.forward(hidden)
-        hidden = self.dropout.forward(hidden)
-        self._cache = True  # the submodules keep their own caches
-        return self.linear2.forward(hidden)
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, FeedForwardCache]:
+        """``x (B, L, d_model)`` (any leading dimensions) -> ``(B, L, d_model)`` and the cache."""
+        return feed_forward(x, self.linear1, self.activation, self.dropout, self.linear2)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (B, L, d_model)`` -> ``dx (B, L, d_model)``; the four lines of forward, reversed."""
-        self._saved()
-        d_hidden = self.linear2.backward(d_out)  # out = linear2(hidden)
-        d_hidden = self.dropout.backward(d_hidden)  # hidden = dropout(hidden)
-        d_hidden = self.activation.backward(d_hidden)  # hidden = act(hidden)
-        return self.linear1.backward(d_hidden)  # hidden = linear1(x)
+    def backward(self, d_out: np.ndarray, cache: FeedForwardCache) -> tuple[np.ndarray]:
+        """``d_out (B, L, d_model)`` -> ``(dx (B, L, d_model),)``."""
+        return (
+            feed_forward_backward(d_out, cache, self.linear1, self.activation, self.dropout, self.linear2),
+        )
 
     def __repr__(self) -> str:
         return (
             f"FeedForward(d_model={self.d_model}, d_ff={self.d_ff}, "
             f"activation={self.activation.name!r}, dropout={self.dropout.p})"
         )
+
+
+def feed_forward(
+    x: np.ndarray, linear1: Linear, activation: Activation, dropout: Dropout, linear2: Linear
+) -> tuple[np.ndarray, FeedForwardCache]:
+    """``linear2(dropout(activation(linear1(x))))`` with the given submodules, and the cache.
+
+    The one implementation of the position-wise network: :class:`FeedForward` calls it with
+    its own submodules, the encoder and decoder layers with theirs (which carry PyTorch's
+    names ``linear1``, ``linear2`` on the layer itself).
+    """
+    hidden, c1 = linear1.forward(x)
+    hidden, c_act = activation.forward(hidden)
+    hidden, c_drop = dropout.forward(hidden)
+    out, c2 = linear2.forward(hidden)
+    return out, FeedForwardCache(c1, c_act, c_drop, c2)
+
+
+def feed_forward_backward(
+    d_out: np.ndarray,
+    cache: FeedForwardCache,
+    linear1: Linear,
+    activation: Activation,
+    dropout: Dropout,
+    linear2: Linear,
+) -> np.ndarray:
+    """``dx`` of :func:`feed_forward`: its four lines, reversed."""
+    expect_cache(cache, FeedForwardCache, "feed_forward")
+    (d_hidden,) = linear2.backward(d_out, cache.linear2)  # out = linear2(hidden)
+    (d_hidden,) = dropout.backward(d_hidden, cache.dropout)  # hidden = dropout(hidden)
+    (d_hidden,) = activation.backward(d_hidden, cache.activation)  # hidden = act(hidden)
+    (dx,) = linear1.backward(d_hidden, cache.linear1)  # hidden = linear1(x)
+    return dx

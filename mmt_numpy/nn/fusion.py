@@ -18,13 +18,29 @@ gradcheck`` (catalogue ``mmt_numpy/checks/learning.py``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from mmt_numpy.nn.linear import Linear
-from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import float_array, positive_int, same_dtype
+from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.validate import float_array, grad_output, positive_int, same_dtype
 
 VECTOR_MODES = ("concat", "sum", "product")
+
+
+class FusionCache(NamedTuple):
+    split: int  # where the output splits back into the two inputs (La, or D1)
+    a: np.ndarray | None  # the inputs, kept only where the backward multiplies by them
+    b: np.ndarray | None
+    out_shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class TensorFusionCache(NamedTuple):
+    u1: np.ndarray  # (B, d1+1) = [v1; 1]
+    u2: np.ndarray  # (B, d2+1) = [v2; 1]
+    proj: object  # the projection's LinearCache, or None
 
 
 class FeatureFusion(Module):
@@ -35,7 +51,7 @@ class FeatureFusion(Module):
     ``hidden_dim`` first).
     """
 
-    def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def forward(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, FusionCache]:
         """``a (B, La, D)``, ``b (B, Lb, D)`` -> ``(B, La + Lb, D)``, a's tokens first."""
         float_array("a", a, ndim=3)
         float_array("b", b, ndim=3)
@@ -45,12 +61,14 @@ class FeatureFusion(Module):
                 f"b: expected shape ({a.shape[0]}, Lb, {a.shape[2]}) (batch and width of "
                 f"a {a.shape}), got {b.shape}"
             )
-        self._cache = a.shape[1]
-        return np.concatenate([a, b], axis=1)
+        out = np.concatenate([a, b], axis=1)
+        return out, FusionCache(a.shape[1], None, None, out.shape, out.dtype)
 
-    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_out: np.ndarray, cache: FusionCache) -> tuple[np.ndarray, np.ndarray]:
         """``d_out (B, La + Lb, D)`` -> ``(d_a (B, La, D), d_b (B, Lb, D))``."""
-        La = self._saved()
+        expect_cache(cache, FusionCache, "FeatureFusion")
+        grad_output(d_out, cache.out_shape, cache.dtype)
+        La = cache.split
         # out = concatenate([a, b], axis=1)  ->  the gradient splits at the same place
         return d_out[:, :La], d_out[:, La:]
 
@@ -80,7 +98,7 @@ class VectorFusion(Module):
         """The output width for input widths ``d1`` and ``d2``."""
         return d1 + d2 if self.mode == "concat" else d1
 
-    def forward(self, v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
+    def forward(self, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, FusionCache]:
         """``v1 (B, D1)``, ``v2 (B, D2)`` -> ``(B, out_dim(D1, D2))``."""
         float_array("v1", v1, ndim=2)
         float_array("v2", v2, ndim=2)
@@ -89,24 +107,29 @@ class VectorFusion(Module):
             raise ValueError(f"v2: expected batch size {v1.shape[0]} (as v1 {v1.shape}), got {v2.shape}")
         if self.mode != "concat" and v2.shape != v1.shape:
             raise ValueError(f"v2: mode {self.mode!r} needs the shape of v1 {v1.shape}, got {v2.shape}")
-        self._cache = (v1, v2)
         if self.mode == "concat":
-            return np.concatenate([v1, v2], axis=1)
-        if self.mode == "sum":
-            return v1 + v2
-        return v1 * v2
+            out = np.concatenate([v1, v2], axis=1)
+        elif self.mode == "sum":
+            out = v1 + v2
+        else:
+            out = v1 * v2
+        product = self.mode == "product"
+        return out, FusionCache(
+            v1.shape[1], v1 if product else None, v2 if product else None, out.shape, out.dtype
+        )
 
-    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_out: np.ndarray, cache: FusionCache) -> tuple[np.ndarray, np.ndarray]:
         """``d_out (B, out_dim)`` -> ``(d_v1 (B, D1), d_v2 (B, D2))``."""
-        v1, v2 = self._saved()
+        expect_cache(cache, FusionCache, "VectorFusion")
+        grad_output(d_out, cache.out_shape, cache.dtype)
         if self.mode == "concat":
             # out = [v1 ; v2]  ->  split
-            return d_out[:, : v1.shape[1]], d_out[:, v1.shape[1] :]
+            return d_out[:, : cache.split], d_out[:, cache.split :]
         if self.mode == "sum":
             # out = v1 + v2  ->  both get d_out
             return d_out, d_out.copy()
         # out = v1 * v2  ->  d_v1 = d_out * v2, d_v2 = d_out * v1
-        return d_out * v2, d_out * v1
+        return d_out * cache.b, d_out * cache.a
 
     def __repr__(self) -> str:
         return f"VectorFusion(mode={self.mode!r})"
@@ -139,7 +162,7 @@ class TensorFusion(Module):
                 self.fused_dim, positive_int("d_out", d_out), dtype=self.dtype, rng=as_generator(rng)
             )
 
-    def forward(self, v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
+    def forward(self, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, TensorFusionCache]:
         """``v1 (B, d1)``, ``v2 (B, d2)`` -> ``(B, (d1+1)(d2+1))``, or ``(B, d_out)`` with ``proj``."""
         for name, v, d in (("v1", v1, self.d1), ("v2", v2, self.d2)):
             float_array(name, v, ndim=2)
@@ -156,13 +179,19 @@ class TensorFusion(Module):
         u1 = np.concatenate([v1, one], axis=1)  # u1 = [v1; 1]   (B, d1+1)
         u2 = np.concatenate([v2, one], axis=1)  # u2 = [v2; 1]   (B, d2+1)
         z = (u1[:, :, None] * u2[:, None, :]).reshape(B, -1)  # z = flatten(u1 ⊗ u2)
-        self._cache = (u1, u2)
-        return z if self.proj is None else self.proj.forward(z)
+        if self.proj is None:
+            return z, TensorFusionCache(u1, u2, None)
+        out, proj_cache = self.proj.forward(z)
+        return out, TensorFusionCache(u1, u2, proj_cache)
 
-    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_out: np.ndarray, cache: TensorFusionCache) -> tuple[np.ndarray, np.ndarray]:
         """``d_out (B, d_out or fused_dim)`` -> ``(d_v1 (B, d1), d_v2 (B, d2))``; adds into ``proj``."""
-        u1, u2 = self._saved()
-        d_z = d_out if self.proj is None else self.proj.backward(d_out)  # out = proj(z)
+        expect_cache(cache, TensorFusionCache, "TensorFusion")
+        u1, u2 = cache.u1, cache.u2
+        if self.proj is None:
+            d_z = grad_output(d_out, (u1.shape[0], self.fused_dim), u1.dtype)
+        else:
+            (d_z,) = self.proj.backward(d_out, cache.proj)  # out = proj(z)
         B = u1.shape[0]
         d_outer = d_z.reshape(B, u1.shape[1], u2.shape[1])  # z = flatten(outer): unflatten
         # outer[b, i, j] = u1[b, i] u2[b, j]  ->  d_u1 = Σ_j d_outer u2_j,  d_u2 = Σ_i d_outer u1_i

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.module import Module, Parameter, as_float_dtype
+from mmt_numpy.nn.module import Module, Parameter, as_float_dtype, expect_cache
 from mmt_numpy.validate import module_input, positive_int
 
 
@@ -33,19 +33,19 @@ class LayerNorm(Module):
         self.gamma = Parameter(np.ones(self.d, dtype=self.dtype))
         self.beta = Parameter(np.zeros(self.d, dtype=self.dtype))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x (..., d)`` -> ``(..., d)``, e.g. ``(B, L, d)``."""
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ops.LayerNormCache]:
+        """``x (..., d)`` -> ``(..., d)``, e.g. ``(B, L, d)``, and the cache."""
         module_input("x", x, self.d, self.dtype, f"LayerNorm({self.d})")
-        out, self._cache = ops.layernorm_forward(x, self.gamma.data, self.beta.data, self.eps)
-        return out
+        return ops.layernorm_forward(x, self.gamma.data, self.beta.data, self.eps)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (..., d)`` -> ``dx (..., d)``; adds into ``gamma.grad`` and ``beta.grad``."""
+    def backward(self, d_out: np.ndarray, cache: ops.LayerNormCache) -> tuple[np.ndarray]:
+        """``d_out (..., d)`` -> ``(dx (..., d),)``; adds into ``gamma.grad`` and ``beta.grad``."""
+        expect_cache(cache, ops.LayerNormCache, "LayerNorm")
         # out = γ ⊙ x̂ + β with x̂ = (x − μ)/√(σ² + ε)  (derivation in ops/layernorm.py)
-        dx, dgamma, dbeta = ops.layernorm_backward(d_out, self._saved())
+        dx, dgamma, dbeta = ops.layernorm_backward(d_out, cache)
         self.gamma.grad += dgamma
         self.beta.grad += dbeta
-        return dx
+        return (dx,)
 
     def __repr__(self) -> str:
         return f"LayerNorm(d={self.d}, eps={self.eps})"

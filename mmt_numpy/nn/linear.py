@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator
+from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.validate import module_input, positive_int
 
 
@@ -42,20 +42,20 @@ class Linear(Module):
         self.W = Parameter(gen.uniform(-bound, bound, (self.d_in, self.d_out)).astype(self.dtype))
         self.b = Parameter(gen.uniform(-bound, bound, self.d_out).astype(self.dtype)) if bias else None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x (..., d_in)`` -> ``(..., d_out)``, e.g. ``(B, L, d_in) -> (B, L, d_out)``."""
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ops.LinearCache]:
+        """``x (..., d_in)`` -> ``(..., d_out)``, e.g. ``(B, L, d_in) -> (B, L, d_out)``, and the cache."""
         module_input("x", x, self.d_in, self.dtype, f"Linear({self.d_in}, {self.d_out})")
-        out, self._cache = ops.linear_forward(x, self.W.data, None if self.b is None else self.b.data)
-        return out
+        return ops.linear_forward(x, self.W.data, None if self.b is None else self.b.data)
 
-    def backward(self, d_out: np.ndarray) -> np.ndarray:
-        """``d_out (..., d_out)`` -> ``dx (..., d_in)``; adds into ``W.grad`` and ``b.grad``."""
+    def backward(self, d_out: np.ndarray, cache: ops.LinearCache) -> tuple[np.ndarray]:
+        """``d_out (..., d_out)`` -> ``(dx (..., d_in),)``; adds into ``W.grad`` and ``b.grad``."""
+        expect_cache(cache, ops.LinearCache, "Linear")
         # out = x @ W + b  (the op's backward gives all three gradients)
-        dx, dW, db = ops.linear_backward(d_out, self._saved())
+        dx, dW, db = ops.linear_backward(d_out, cache)
         self.W.grad += dW
         if self.b is not None:
             self.b.grad += db
-        return dx
+        return (dx,)
 
     def __repr__(self) -> str:
         return f"Linear(d_in={self.d_in}, d_out={self.d_out}, bias={self.b is not None})"

@@ -1,9 +1,19 @@
 """``Parameter`` and ``Module``: the small part of ``torch.nn.Module`` a reader needs.
 
-A module owns Parameters, keeps what its backward needs from the last ``forward``, and
-``backward(d_out)`` returns the gradients of its array inputs while **adding** into each
-parameter's ``.grad`` (so a module used twice, or gradients over several batches,
-accumulate as in PyTorch).
+The contract every module follows (the ops' pattern, one level up):
+
+* ``out, cache = m.forward(*inputs, **options)`` computes the output and returns, as a
+  value, everything its backward will need.  The module itself keeps nothing of the call.
+* ``grads = m.backward(d_out, cache)`` returns a tuple with one gradient per
+  floating-point array input of that forward, in order (integer ids and inputs left as
+  None get no entry), and **adds** the parameter gradients into each ``.grad``.
+* ``m(*inputs, **options)`` is inference: the output alone, the cache dropped at once.
+
+Because the cache is a value, using a module twice is safe by construction: each call has
+its own cache, each backward adds its share, and a module (or a Parameter shared by two
+modules) used k times in one graph ends with the sum of its k contributions, as in
+PyTorch.  Caches are ``NamedTuple``s with named fields (nested for containers), so nothing
+indexes them by position; attention caches expose ``.weights`` for plotting.
 """
 
 from __future__ import annotations
@@ -36,6 +46,16 @@ def as_float_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
+def expect_cache(cache: object, cache_type: type, owner: str) -> Any:
+    """Refuse a cache that is not what ``owner.forward`` returns (e.g. the output passed by mistake)."""
+    if not isinstance(cache, cache_type):
+        raise TypeError(
+            f"cache: expected the {cache_type.__name__} that {owner}.forward returned with its output, "
+            f"got {type(cache).__name__}; call `out, cache = module.forward(...)` and pass that cache"
+        )
+    return cache
+
+
 class Parameter:
     """A trainable array ``data`` and the gradient ``grad`` accumulated into it (same shape)."""
 
@@ -52,25 +72,19 @@ class Parameter:
 
 
 class Module:
-    """Base class: parameter walking, train/eval, and the forward-before-backward rule.
+    """Base class: parameter walking, train/eval, and inference by calling the module.
 
-    Subclasses assign Parameters, Modules and lists of Modules as attributes (their order
-    of assignment is the order of ``named_parameters``), implement ``forward`` and
-    ``backward``, and store the backward's cache with ``self._cache = ...`` in forward,
-    read back with ``self._saved()``.
+    Subclasses assign Parameters, Modules and lists of Modules as attributes (their order of
+    assignment is the order of ``named_parameters``) and define ``forward`` returning
+    ``(out, cache)`` and ``backward(d_out, cache)`` returning a tuple of input gradients.
     """
 
     training: bool = True
-    _cache: Any = None
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
-        return self.forward(*inputs, **kwargs)  # every subclass defines forward and backward
-
-    def _saved(self) -> Any:
-        """The cache of the last forward; a clear error when there was none."""
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward: run forward first")
-        return self._cache
+        """Inference: ``forward``'s output only; the cache is dropped, so nothing is kept."""
+        out, _ = self.forward(*inputs, **kwargs)  # every subclass defines forward and backward
+        return out
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """Direct submodules by attribute name; a list of modules gives ``name.0``, ``name.1`` ..."""
@@ -82,22 +96,39 @@ class Module:
                     yield f"{name}.{i}", child
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Every Parameter with its dotted name, e.g. ``"encoder.layers.0.self_attn.W_q"``."""
+        """Every Parameter with its dotted name, e.g. ``"encoder.layers.0.self_attn.W_q"``.
+
+        A Parameter reachable under several names (a layer used twice, an embedding table
+        that is also the output projection) is listed once, under the first name met.
+        """
+        seen: set[int] = set()
+        for name, p in self._walk_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _walk_parameters(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
                 yield prefix + name, value
         for name, child in self.named_children():
-            yield from child.named_parameters(prefix + name + ".")
+            yield from child._walk_parameters(prefix + name + ".")
 
     def parameters(self) -> list[Parameter]:
-        """The Parameters alone, in ``named_parameters`` order."""
+        """The Parameters alone, in ``named_parameters`` order, each once."""
         return [p for _, p in self.named_parameters()]
 
     def modules(self) -> Iterator[Module]:
-        """This module and every submodule, depth first."""
-        yield self
-        for _, child in self.named_children():
-            yield from child.modules()
+        """This module and every submodule, depth first, each once."""
+        seen: set[int] = set()
+        stack: list[Module] = [self]
+        while stack:
+            m = stack.pop(0)
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield m
+            stack[:0] = [child for _, child in m.named_children()]
 
     def zero_grad(self) -> None:
         """Reset every parameter's ``.grad`` to zeros."""
@@ -115,5 +146,5 @@ class Module:
         return self.train(False)
 
     def num_parameters(self) -> int:
-        """Total number of scalar parameters."""
+        """Total number of scalar parameters, a shared Parameter counted once."""
         return sum(p.data.size for p in self.parameters())

@@ -32,33 +32,43 @@ What differs from the code printed in §5, and why:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy.nn.embedding import LearnedPositionalEmbedding, ModalityEmbedding, SinusoidalPositionalEncoding
-from mmt_numpy.nn.encoder import TransformerEncoder
+from mmt_numpy import ops
+from mmt_numpy.nn.embedding import (
+    EmbeddingCache,
+    LearnedPositionalEmbedding,
+    ModalityEmbedding,
+    PositionCache,
+    SinusoidalPositionalEncoding,
+)
+from mmt_numpy.nn.encoder import EncoderCache, TransformerEncoder
 from mmt_numpy.nn.linear import Linear
-from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator
-from mmt_numpy.validate import bool_mask, module_input, positive_int
+from mmt_numpy.nn.masks import combine_masks, lengths_mask, module_mask
+from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.validate import module_input, positive_int
 
 TEXT, IMAGE = 0, 1  # the modality ids given to ModalityEmbedding
 
 POSITIONAL = ("sinusoidal", "learned")
 
 
-def _lengths(name: str, lengths: object, batch: int, L: int) -> np.ndarray:
-    """Check ``lengths (B,)``: integers in ``[0, L]``, one per batch row."""
-    if not isinstance(lengths, np.ndarray) and not isinstance(lengths, (list, tuple)):
-        raise TypeError(
-            f"{name}: expected a 1-D integer array of shape ({batch},), got {type(lengths).__name__}"
-        )
-    lengths = np.asarray(lengths)
-    if not np.issubdtype(lengths.dtype, np.integer):
-        raise TypeError(f"{name}: expected an integer dtype, got {lengths.dtype}")
-    if lengths.shape != (batch,):
-        raise ValueError(f"{name}: expected shape ({batch},) (one length per batch row), got {lengths.shape}")
-    if np.any(lengths < 0) or np.any(lengths > L):
-        raise ValueError(f"{name}: expected values in [0, {L}] (the padded length), got {lengths.tolist()}")
-    return lengths
+class MultimodalCache(NamedTuple):
+    Lt: int  # the text length, where the joint sequence splits
+    text_embedding: ops.LinearCache
+    text_position: PositionCache
+    image_embedding: ops.LinearCache
+    image_position: PositionCache
+    modality_embedding: EmbeddingCache
+    encoder: EncoderCache
+    output_layer: ops.LinearCache
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Each encoder layer's attention weights ``(B, H, Lt+Li, Lt+Li)``, first layer first."""
+        return self.encoder.weights
 
 
 class MultimodalTransformer(Module):
@@ -70,8 +80,8 @@ class MultimodalTransformer(Module):
         ``text_position``, ``image_position`` (:class:`SinusoidalPositionalEncoding`, no
         parameters, or :class:`LearnedPositionalEmbedding`),
         ``modality_embedding`` ``ModalityEmbedding(2, hidden_dim)`` (text = 0, image = 1),
-        ``encoder`` ``TransformerEncoder`` (read its attention maps as
-        ``model.encoder.layers[i].self_attn.attn_weights``, ``(B, H, Lt+Li, Lt+Li)``),
+        ``encoder`` ``TransformerEncoder`` (its attention maps are in the forward's cache,
+        ``cache.weights[i]``, ``(B, H, Lt+Li, Lt+Li)``),
         ``output_layer`` ``Linear(hidden_dim, output_dim)``.
 
     Args:
@@ -165,13 +175,13 @@ class MultimodalTransformer(Module):
         every head and every query, padded queries included: their outputs are computed
         (from real keys) but carry no meaning, so a loss should skip them.
         """
-        text_keep = np.ones((batch, Lt), dtype=bool)
-        image_keep = np.ones((batch, Li), dtype=bool)
+        text_keep = np.ones((batch, 1, 1, Lt), dtype=bool)
+        image_keep = np.ones((batch, 1, 1, Li), dtype=bool)
         if text_lengths is not None:
-            text_keep = np.arange(Lt) < _lengths("text_lengths", text_lengths, batch, Lt)[:, None]
+            text_keep = lengths_mask("text_lengths", text_lengths, batch, Lt)
         if image_lengths is not None:
-            image_keep = np.arange(Li) < _lengths("image_lengths", image_lengths, batch, Li)[:, None]
-        return np.concatenate([text_keep, image_keep], axis=1)[:, None, None, :]
+            image_keep = lengths_mask("image_lengths", image_lengths, batch, Li)
+        return np.concatenate([text_keep, image_keep], axis=-1)
 
     def forward(
         self,
@@ -180,21 +190,23 @@ class MultimodalTransformer(Module):
         mask: np.ndarray | None = None,
         text_lengths: np.ndarray | None = None,
         image_lengths: np.ndarray | None = None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, MultimodalCache]:
         """Encode a batch of text and image sequences together.
 
         Args:
             text: ``(B, Lt, text_dim)``, padded to a common length Lt.
             image: ``(B, Li, image_dim)``, padded to a common length Li.
-            mask: optional bool broadcastable to ``(B, H, Lt + Li, Lt + Li)``, True = may
-                attend, over the joint sequence (text positions first); combined with the
-                padding masks by logical and.
+            mask: optional bool over the joint sequence (text positions first), True = may
+                attend, by the module rule of :mod:`mmt_numpy.nn.masks`: ``(L, L)``,
+                ``(B, L, L)`` or 4-D broadcastable to ``(B, H, L, L)`` with ``L = Lt + Li``;
+                combined with the padding masks by logical and.
             text_lengths: ``(B,)`` integers, the number of real text tokens of each row.
             image_lengths: ``(B,)`` integers, the number of real image patches of each row.
 
         Returns:
-            ``(B, Lt + Li, output_dim)``: rows ``:Lt`` belong to the text tokens, ``Lt:`` to
-            the image patches.
+            ``(B, Lt + Li, output_dim)`` (rows ``:Lt`` belong to the text tokens, ``Lt:`` to
+            the image patches) and the cache; ``cache.weights`` lists each encoder layer's
+            attention weights ``(B, H, Lt+Li, Lt+Li)``.
         """
         owner = (
             f"MultimodalTransformer(text_dim={self.text_dim}, image_dim={self.image_dim}, "
@@ -218,32 +230,38 @@ class MultimodalTransformer(Module):
         keep = None
         if text_lengths is not None or image_lengths is not None:
             keep = self.key_mask(B, Lt, Li, text_lengths, image_lengths)
-        if mask is not None:
-            bool_mask("mask", mask, (B, self.num_heads, L, L))
-            keep = mask if keep is None else mask & keep
+        keep = combine_masks(module_mask("mask", mask, B, self.num_heads, L, L), keep)
 
         # t = text_position(text_embedding(text)),  v = image_position(image_embedding(image))
-        t = self.text_position.forward(self.text_embedding.forward(text))
-        v = self.image_position.forward(self.image_embedding.forward(image))
+        t, c_text = self.text_embedding.forward(text)
+        t, c_text_pos = self.text_position.forward(t)
+        v, c_image = self.image_embedding.forward(image)
+        v, c_image_pos = self.image_position.forward(v)
         # x = modality_embedding([t ; v]): joined along the sequence axis, then typed
         modality = np.concatenate([np.full(Lt, TEXT), np.full(Li, IMAGE)])
-        x = self.modality_embedding.forward(np.concatenate([t, v], axis=1), modality)
+        x, c_modality = self.modality_embedding.forward(np.concatenate([t, v], axis=1), modality)
         # out = output_layer(encoder(x, mask))
-        out = self.output_layer.forward(self.encoder.forward(x, keep))
-        self._cache = Lt
-        return out
+        h, c_encoder = self.encoder.forward(x, keep)
+        out, c_out = self.output_layer.forward(h)
+        cache = MultimodalCache(Lt, c_text, c_text_pos, c_image, c_image_pos, c_modality, c_encoder, c_out)
+        return out, cache
 
-    def backward(self, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_out: np.ndarray, cache: MultimodalCache) -> tuple[np.ndarray, np.ndarray]:
         """``d_out (B, Lt + Li, output_dim)`` -> ``(d_text (B, Lt, text_dim), d_image (B, Li, image_dim))``.
 
         Adds into every parameter's ``.grad``.
         """
-        Lt = self._saved()
-        d_x = self.encoder.backward(self.output_layer.backward(d_out))  # out = output_layer(encoder(x))
-        d_x = self.modality_embedding.backward(d_x)  # x = modality_embedding([t ; v])
-        d_t, d_v = d_x[:, :Lt], d_x[:, Lt:]  # [t ; v] = concatenate: its backward splits
-        d_text = self.text_embedding.backward(self.text_position.backward(d_t))  # t = pos(emb(text))
-        d_image = self.image_embedding.backward(self.image_position.backward(d_v))  # v = pos(emb(image))
+        expect_cache(cache, MultimodalCache, "MultimodalTransformer")
+        (d_h,) = self.output_layer.backward(d_out, cache.output_layer)  # out = output_layer(h)
+        (d_x,) = self.encoder.backward(d_h, cache.encoder)  # h = encoder(x)
+        (d_x,) = self.modality_embedding.backward(
+            d_x, cache.modality_embedding
+        )  # x = modality_embedding([t ; v])
+        d_t, d_v = d_x[:, : cache.Lt], d_x[:, cache.Lt :]  # [t ; v] = concatenate: its backward splits
+        (d_t,) = self.text_position.backward(d_t, cache.text_position)  # t = text_position(t)
+        (d_text,) = self.text_embedding.backward(d_t, cache.text_embedding)  # t = text_embedding(text)
+        (d_v,) = self.image_position.backward(d_v, cache.image_position)  # v = image_position(v)
+        (d_image,) = self.image_embedding.backward(d_v, cache.image_embedding)  # v = image_embedding(image)
         return d_text, d_image
 
     def __repr__(self) -> str:

@@ -11,10 +11,27 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import bool_mask, float_array
+from mmt_numpy.validate import bool_mask, float_array, grad_output
+
+
+class ReluCache(NamedTuple):
+    positive: np.ndarray  # (...) bool, where x > 0
+    dtype: np.dtype  # x's dtype
+
+
+class GeluCache(NamedTuple):
+    approximate: str  # "none" (erf form) or "tanh"
+    x: np.ndarray  # (...)
+    saved: np.ndarray  # (...) Φ(x) for "none", tanh(u) for "tanh"
+
+
+class SoftmaxCache(NamedTuple):
+    out: np.ndarray  # (..., N) the softmax itself; its backward needs nothing else
+
 
 # NumPy has no erf ufunc; math.erf is exact to double precision, so we map it over the
 # array.  That costs ~50 ns an element: slower than a ufunc, but the exact GELU matches
@@ -25,18 +42,18 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_FORMS = ("none", "tanh")
 
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, ReluCache]:
     """``out = max(x, 0)``; x and out have any shape ``(...)``."""
     float_array("x", x)
     positive = x > 0
-    return x * positive, (positive,)
+    return x * positive, ReluCache(positive, x.dtype)
 
 
-def relu_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
+def relu_backward(d_out: np.ndarray, cache: ReluCache) -> np.ndarray:
     """``dx (...)``: the gradient passes where x > 0 (we take 0 at x == 0, as PyTorch)."""
-    (positive,) = cache
+    grad_output(d_out, cache.positive.shape, cache.dtype)
     # out = x * positive  ->  dx = d_out * positive
-    return d_out * positive
+    return d_out * cache.positive
 
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:
@@ -47,7 +64,7 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 + erf)).astype(x.dtype)
 
 
-def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, tuple]:
+def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
     """GELU; ``approximate="none"`` is the exact erf form, ``"tanh"`` the tanh form.
 
     Args:
@@ -59,15 +76,16 @@ def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, 
         raise ValueError(f"approximate: expected one of {_GELU_FORMS}, got {approximate!r}")
     if approximate == "none":
         cdf = _normal_cdf(x)
-        return x * cdf, ("none", x, cdf)
+        return x * cdf, GeluCache("none", x, cdf)
     inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
     tanh_inner = np.tanh(inner)
-    return 0.5 * x * (1.0 + tanh_inner), ("tanh", x, tanh_inner)
+    return 0.5 * x * (1.0 + tanh_inner), GeluCache("tanh", x, tanh_inner)
 
 
-def gelu_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
+def gelu_backward(d_out: np.ndarray, cache: GeluCache) -> np.ndarray:
     """``dx (...)`` for either GELU form."""
-    form, x, saved = cache
+    form, x, saved = cache.approximate, cache.x, cache.saved
+    grad_output(d_out, x.shape, x.dtype)
     if form == "none":
         cdf = saved
         # out = x Φ(x)  ->  d out/dx = Φ(x) + x φ(x), with φ the normal density.
@@ -94,7 +112,7 @@ def _check_out(out: np.ndarray | None, like: np.ndarray, like_name: str) -> None
 
 def softmax_forward(
     x: np.ndarray, mask: np.ndarray | None = None, *, out: np.ndarray | None = None
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, SoftmaxCache]:
     """Softmax over the last axis, optionally restricted to ``mask``.
 
     Args:
@@ -121,16 +139,17 @@ def softmax_forward(
     # that -inf - (-inf) = NaN never happens.
     # (np.fmax skips np.max's NaN bookkeeping, ~1.5x faster; a NaN logit still makes its row
     # NaN, through exp below.)
-    row_max = np.fmax.reduce(x, axis=-1, keepdims=True)
+    # initial=-inf: a softmax over zero entries (attention with no keys) is an empty row.
+    row_max = np.fmax.reduce(x, axis=-1, keepdims=True, initial=-np.inf)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0).astype(x.dtype)
     out = np.subtract(x, row_max, out=out)  # the one (..., N) result; exp and / work in it
     np.exp(out, out=out)
     total = out.sum(axis=-1, keepdims=True)
     out /= np.where(total > 0, total, 1.0).astype(x.dtype)
-    return out, (out,)
+    return out, SoftmaxCache(out)
 
 
-def softmax_backward(d_out: np.ndarray, cache: tuple, *, out: np.ndarray | None = None) -> np.ndarray:
+def softmax_backward(d_out: np.ndarray, cache: SoftmaxCache, *, out: np.ndarray | None = None) -> np.ndarray:
     """``dx (..., N)``: the softmax Jacobian-vector product.
 
     With y = softmax(x), dy_i/dx_j = y_i (δ_ij - y_j), so
@@ -140,7 +159,8 @@ def softmax_backward(d_out: np.ndarray, cache: tuple, *, out: np.ndarray | None 
     ``out``: None for a new array, or an array of d_out's shape and dtype to write dx into,
     e.g. ``d_out`` itself when the caller has no further use for it.
     """
-    (y,) = cache
+    y = cache.out
+    grad_output(d_out, y.shape, y.dtype)
     _check_out(out, d_out, "d_out")
     # The row sums Σ_i d_out_i y_i as a row-wise dot product: einsum forms no
     # (..., N) product array (two operands: no contraction order for optimize= to pick).

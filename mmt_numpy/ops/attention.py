@@ -10,11 +10,22 @@ Masks are boolean and **True means "may attend"**, the convention of
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.ops.activations import softmax_backward, softmax_forward
-from mmt_numpy.validate import float_array, same_dtype
+from mmt_numpy.ops.activations import SoftmaxCache, softmax_backward, softmax_forward
+from mmt_numpy.validate import float_array, grad_output, same_dtype
+
+
+class AttentionCache(NamedTuple):
+    """What :func:`attention_backward` needs; ``weights`` is also what attention maps plot."""
+
+    q: np.ndarray  # (..., Lq, d_k)
+    k: np.ndarray  # (..., Lk, d_k)
+    v: np.ndarray  # (..., Lk, d_v)
+    weights: np.ndarray  # (..., Lq, Lk) softmax(q kᵀ · scale), 0 where masked
+    scale: float
 
 
 def causal_mask(Lq: int, Lk: int | None = None) -> np.ndarray:
@@ -73,7 +84,7 @@ def attention_forward(
     v: np.ndarray,
     mask: np.ndarray | None = None,
     scale: float | None = None,
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, AttentionCache]:
     """Scaled dot-product attention.
 
     Args:
@@ -85,8 +96,9 @@ def attention_forward(
         scale: multiplies the scores; default ``1/√d_k``.
 
     Returns:
-        out ``(..., Lq, d_v)`` and the cache; ``cache[3]`` holds the attention weights
-        ``(..., Lq, Lk)`` (a fully masked row is all zeros).
+        out ``(..., Lq, d_v)`` and the :class:`AttentionCache`; ``cache.weights`` holds the
+        attention weights ``(..., Lq, Lk)`` (a fully masked row is all zeros; with no keys at
+        all, Lk = 0, the output is zeros).
     """
     _check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -97,10 +109,10 @@ def attention_forward(
     # In place: the scores are not needed once the weights exist (one (Lq, Lk) array fewer).
     weights, _ = softmax_forward(scores, mask, out=scores)
     out = weights @ v
-    return out, (q, k, v, weights, scale)
+    return out, AttentionCache(q, k, v, weights, scale)
 
 
-def attention_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attention_backward(d_out: np.ndarray, cache: AttentionCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of attention.
 
     Args:
@@ -109,13 +121,14 @@ def attention_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.
     Returns:
         ``(dq (..., Lq, d_k), dk (..., Lk, d_k), dv (..., Lk, d_v))``.
     """
-    q, k, v, weights, scale = cache
+    q, k, v, weights, scale = cache.q, cache.k, cache.v, cache.weights, cache.scale
+    grad_output(d_out, (*weights.shape[:-1], v.shape[-1]), q.dtype)
     # out = weights @ v  ->  d_weights = d_out @ vᵀ,  dv = weightsᵀ @ d_out
     d_weights = d_out @ v.swapaxes(-1, -2)
     dv = weights.swapaxes(-1, -2) @ d_out
     # weights = softmax(scores)  ->  the softmax Jacobian-vector product (zero where masked),
     # written over d_weights, which is not needed again
-    d_scores = softmax_backward(d_weights, (weights,), out=d_weights)
+    d_scores = softmax_backward(d_weights, SoftmaxCache(weights), out=d_weights)
     # scores = (q * scale) @ kᵀ  ->  dq = d_scores @ k * scale,  dk = d_scoresᵀ @ q * scale
     # (scale applied to the small (L, d_k) results, not to the (Lq, Lk) d_scores)
     dq = d_scores @ k

@@ -14,10 +14,22 @@ op (as in CLIP's code) and is differentiated here; τ is a fixed number, not lea
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from mmt_numpy.ops.losses import log_softmax
-from mmt_numpy.validate import float_array, same_dtype
+from mmt_numpy.validate import float_array, grad_scalar, positive_number, same_dtype
+
+
+class InfoNCECache(NamedTuple):
+    t_hat: np.ndarray  # (N, D) unit text embeddings
+    t_norm: np.ndarray  # (N, 1) ‖t‖
+    i_hat: np.ndarray  # (N, D) unit image embeddings
+    i_norm: np.ndarray  # (N, 1) ‖i‖
+    scale: np.floating  # 1/τ in the inputs' dtype
+    log_p_t2i: np.ndarray  # (N, N) log softmax over images, row = text
+    log_p_i2t: np.ndarray  # (N, N) log softmax over texts, row = image
 
 
 def _nonzero_rows(name: str, x: np.ndarray) -> None:
@@ -31,9 +43,16 @@ def _nonzero_rows(name: str, x: np.ndarray) -> None:
 
 
 def _normalize_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x̂ = x / ‖x‖`` row by row; returns ``x̂ (N, D)`` and the norms ``(N, 1)``."""
-    norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True))
-    return x / norm, norm
+    """``x̂ = x / ‖x‖`` row by row; returns ``x̂ (N, D)`` and the norms ``(N, 1)``.
+
+    Each row is divided by its largest ``|x_j|`` first.  ``x̂`` does not change (it ignores the
+    length of x), but the squares no longer underflow: a row of 1e-170 in float64 (about 1e-23
+    in float32) squares to 0, and 0 / 0 would be NaN.  ``‖x‖ = m ‖x / m‖``.
+    """
+    largest = np.max(np.abs(x), axis=-1, keepdims=True)  # m, > 0: zero rows were refused
+    scaled = x / largest
+    scaled_norm = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))[:, None]
+    return scaled / scaled_norm, largest * scaled_norm
 
 
 def _normalize_backward(d_xhat: np.ndarray, xhat: np.ndarray, norm: np.ndarray) -> np.ndarray:
@@ -47,7 +66,7 @@ def _normalize_backward(d_xhat: np.ndarray, xhat: np.ndarray, norm: np.ndarray) 
 
 def info_nce_forward(
     text_emb: np.ndarray, image_emb: np.ndarray, temperature: float = 0.07
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, InfoNCECache]:
     """Symmetric InfoNCE loss of N matching text–image pairs (row n of each is a pair).
 
     Args:
@@ -68,8 +87,7 @@ def info_nce_forward(
         )
     if text_emb.shape[0] < 1:
         raise ValueError(f"text_emb: expected at least one pair, got shape {text_emb.shape}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    temperature = positive_number("temperature", temperature)
     _nonzero_rows("text_emb", text_emb)
     _nonzero_rows("image_emb", image_emb)
     t_hat, t_norm = _normalize_forward(text_emb)  # t̂ = t / ‖t‖
@@ -81,16 +99,17 @@ def info_nce_forward(
     log_p_t2i = log_softmax(logits)  # row n: text n over all images
     log_p_i2t = log_softmax(logits.T)  # row n: image n over all texts
     loss = -0.5 * (log_p_t2i[diag, diag].mean() + log_p_i2t[diag, diag].mean())
-    cache = (t_hat, t_norm, i_hat, i_norm, scale, log_p_t2i, log_p_i2t)
+    cache = InfoNCECache(t_hat, t_norm, i_hat, i_norm, scale, log_p_t2i, log_p_i2t)
     return np.asarray(loss, dtype=text_emb.dtype), cache
 
 
-def info_nce_backward(d_loss: np.ndarray | float, cache: tuple) -> tuple[np.ndarray, np.ndarray]:
+def info_nce_backward(d_loss: np.ndarray | float, cache: InfoNCECache) -> tuple[np.ndarray, np.ndarray]:
     """``(d_text_emb (N, D), d_image_emb (N, D))`` for the scalar upstream gradient ``d_loss``."""
-    t_hat, t_norm, i_hat, i_norm, scale, log_p_t2i, log_p_i2t = cache
+    t_hat, t_norm, i_hat, i_norm, scale = cache.t_hat, cache.t_norm, cache.i_hat, cache.i_norm, cache.scale
+    log_p_t2i, log_p_i2t = cache.log_p_t2i, cache.log_p_i2t
     N = t_hat.shape[0]
     eye = np.eye(N, dtype=t_hat.dtype)
-    d_loss = np.asarray(d_loss, dtype=t_hat.dtype)
+    d_loss = grad_scalar(d_loss, t_hat.dtype)
     # L = ½ [CE(S) + CE(Sᵀ)], CE(X) = -(1/N) Σ log softmax(X[n])[n]
     #   -> dS = (softmax(S) − I) / 2N  +  ((softmax(Sᵀ) − I) / 2N)ᵀ
     d_logits = (np.exp(log_p_t2i) - eye + (np.exp(log_p_i2t) - eye).T) * (d_loss / (2 * N))
@@ -116,4 +135,4 @@ def info_nce_logits(text_emb: np.ndarray, image_emb: np.ndarray, temperature: fl
     _nonzero_rows("image_emb", image_emb)
     t_hat, _ = _normalize_forward(text_emb)
     i_hat, _ = _normalize_forward(image_emb)
-    return (t_hat @ i_hat.T) / temperature
+    return (t_hat @ i_hat.T) / positive_number("temperature", temperature)

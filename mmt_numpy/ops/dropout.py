@@ -6,9 +6,17 @@ change at evaluation time, when dropout is the identity.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, grad_output
+
+
+class DropoutCache(NamedTuple):
+    scaled_keep: np.ndarray | None  # (...) keep-mask times 1/(1-p); None when dropout was the identity
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 def dropout_forward(
@@ -16,7 +24,7 @@ def dropout_forward(
     p: float,
     rng: np.random.Generator | None = None,
     training: bool = True,
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, DropoutCache]:
     """Apply dropout.
 
     Args:
@@ -33,7 +41,7 @@ def dropout_forward(
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
     if not training or p == 0.0:
-        return x, (None,)
+        return x, DropoutCache(None, x.shape, x.dtype)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"rng: expected a numpy.random.Generator when dropout is active, got {type(rng).__name__}"
@@ -41,10 +49,10 @@ def dropout_forward(
     # p == 1 drops everything; guard the 1/(1-p) so it does not become inf * 0 = NaN.
     keep_scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     scaled_keep = (rng.random(x.shape) >= p).astype(x.dtype) * keep_scale
-    return x * scaled_keep, (scaled_keep,)
+    return x * scaled_keep, DropoutCache(scaled_keep, x.shape, x.dtype)
 
 
-def dropout_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
+def dropout_backward(d_out: np.ndarray, cache: DropoutCache) -> np.ndarray:
     """``dx (...)``: out = x * scaled_keep  ->  dx = d_out * scaled_keep."""
-    (scaled_keep,) = cache
-    return d_out if scaled_keep is None else d_out * scaled_keep
+    grad_output(d_out, cache.shape, cache.dtype)
+    return d_out if cache.scaled_keep is None else d_out * cache.scaled_keep

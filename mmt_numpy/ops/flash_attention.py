@@ -394,3 +394,32 @@ def flash_attention_backward(
         dq[..., rows, :] += (ds @ k_blk) * scale
         dk[..., cols, :] += (ds.swapaxes(-1, -2) @ q_blk) * scale
     return dq, dk, dv
+
+
+def flash_attention_weights(cache: FlashCache, rows: slice | None = None) -> np.ndarray:
+    """Rebuild the attention weights ``P = exp(s − lse)`` of a blocked call, for plotting.
+
+    Blocked attention never stores its ``(Lq, Lk)`` weights; the saved row log-sum-exp gives
+    them back exactly (module docstring: P_ij = exp(s_ij − lse_i)).  This builds the dense
+    array, so ask for a few query ``rows`` of a long input.
+
+    Args:
+        cache: from :func:`flash_attention_forward`.
+        rows: the query rows to rebuild (default all).
+
+    Returns:
+        ``(..., len(rows), Lk)`` weights in the inputs' dtype; masked keys and fully masked
+        query rows are exactly 0.
+    """
+    rows = slice(None) if rows is None else rows
+    q = cache.q[..., rows, :]
+    i = np.arange(cache.q.shape[-2])[rows][:, None]
+    j = np.arange(cache.k.shape[-2])[None, :]
+    s = (q @ cache.k.swapaxes(-1, -2)) * cache.scale
+    keep = np.broadcast_to(_position_keep(i, j, cache.causal, cache.window), s.shape[-2:])
+    if cache.key_lengths is not None:
+        keep = keep & _length_keep(j, cache.key_lengths, q.ndim)
+    s = np.where(keep, s, -np.inf)
+    lse = cache.lse[..., rows]
+    lse = np.where(np.isfinite(lse), lse, np.inf)[..., None]  # a fully masked row: all weights 0
+    return np.exp(s - lse)

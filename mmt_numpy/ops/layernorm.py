@@ -6,14 +6,22 @@ out = γ ⊙ x̂ + β
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy.validate import float_array, same_dtype
+from mmt_numpy.validate import float_array, grad_output, same_dtype
+
+
+class LayerNormCache(NamedTuple):
+    x_hat: np.ndarray  # (..., D) the normalised input
+    rstd: np.ndarray  # (..., 1) 1 / √(σ² + ε)
+    gamma: np.ndarray  # (D,)
 
 
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, LayerNormCache]:
     """Normalise each row of x to zero mean and unit variance, then scale and shift.
 
     Args:
@@ -43,10 +51,10 @@ def layernorm_forward(
     x_hat *= rstd  # in place: the centred values are not needed again
     out = x_hat * gamma
     out += beta  # in place: γ x̂ + β with one new array, not two
-    return out, (x_hat, rstd, gamma)
+    return out, LayerNormCache(x_hat, rstd, gamma)
 
 
-def layernorm_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_backward(d_out: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of layer norm.
 
     Derivation (per row, D features): with g = d_out ⊙ γ (the gradient reaching x̂),
@@ -58,7 +66,8 @@ def layernorm_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.
     Returns:
         ``(dx (..., D), dgamma (D,), dbeta (D,))``.
     """
-    x_hat, rstd, gamma = cache
+    x_hat, rstd, gamma = cache.x_hat, cache.rstd, cache.gamma
+    grad_output(d_out, x_hat.shape, x_hat.dtype)
     D = x_hat.shape[-1]
     # out = x̂ γ + β  ->  dγ = Σ_rows d_out x̂,  dβ = Σ_rows d_out,  dx̂ = d_out γ
     # (einsum sums the products column by column without forming the (rows, D) product)

@@ -6,12 +6,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy.validate import float_array, last_dim, same_dtype
+from mmt_numpy.validate import float_array, grad_output, last_dim, same_dtype
 
 
-def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+class LinearCache(NamedTuple):
+    """What :func:`linear_backward` needs: the input, the weight, and whether there was a bias."""
+
+    x: np.ndarray  # (..., d_in)
+    W: np.ndarray  # (d_in, d_out)
+    has_bias: bool
+
+
+def linear_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None
+) -> tuple[np.ndarray, LinearCache]:
     """Compute ``x @ W + b``.
 
     Args:
@@ -37,10 +49,12 @@ def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) ->
     out = x.reshape(-1, W.shape[0]) @ W
     if b is not None:
         out += b  # in place: no second (rows, d_out) array
-    return out.reshape(*x.shape[:-1], W.shape[1]), (x, W, b is not None)
+    return out.reshape(*x.shape[:-1], W.shape[1]), LinearCache(x, W, b is not None)
 
 
-def linear_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def linear_backward(
+    d_out: np.ndarray, cache: LinearCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``out = x @ W + b``.
 
     Args:
@@ -49,7 +63,8 @@ def linear_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.nda
     Returns:
         ``(dx (..., d_in), dW (d_in, d_out), db (d_out,) or None when there was no bias)``.
     """
-    x, W, has_bias = cache
+    x, W = cache.x, cache.W
+    grad_output(d_out, (*x.shape[:-1], W.shape[1]), x.dtype)
     # out = x @ W  ->  dx = d_out @ W^T and dW = x^T @ d_out, with every leading
     # dimension of x folded into the rows so that each is one 2-D GEMM (dW sums over batch
     # and time inside it).  W.T and x_rows.T are views: BLAS reads them transposed, no copy.
@@ -58,5 +73,5 @@ def linear_backward(d_out: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.nda
     dx = (d_rows @ W.T).reshape(x.shape)
     dW = x_rows.T @ d_rows
     # out += b (broadcast over rows)  ->  db = sum of d_out over all rows.
-    db = d_rows.sum(axis=0) if has_bias else None
+    db = d_rows.sum(axis=0) if cache.has_bias else None
     return dx, dW, db

@@ -6,9 +6,20 @@ positions that were not masked carry ``ignore_index`` and contribute nothing.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, grad_output, grad_scalar
+
+
+class CrossEntropyCache(NamedTuple):
+    log_probs: np.ndarray  # (..., C)
+    safe_targets: np.ndarray  # (...) the targets with ignored positions set to 0
+    valid: np.ndarray  # (...) bool, targets != ignore_index
+    count: int  # the number of valid targets
+    reduction: str
+
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -24,7 +35,7 @@ def cross_entropy_forward(
     targets: np.ndarray,
     ignore_index: int = -100,
     reduction: str = "mean",
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, CrossEntropyCache]:
     """Cross-entropy ``-log softmax(logits)[target]``, averaged over non-ignored targets.
 
     Args:
@@ -68,16 +79,23 @@ def cross_entropy_forward(
         loss = losses.sum()
     else:
         loss = losses.sum() / max(count, 1)
-    return np.asarray(loss, dtype=logits.dtype), (log_probs, safe_targets, valid, count, reduction)
+    return np.asarray(loss, dtype=logits.dtype), CrossEntropyCache(
+        log_probs, safe_targets, valid, count, reduction
+    )
 
 
-def cross_entropy_backward(d_loss: np.ndarray | float, cache: tuple) -> np.ndarray:
+def cross_entropy_backward(d_loss: np.ndarray | float, cache: CrossEntropyCache) -> np.ndarray:
     """``d_logits (..., C)`` (the integer targets have no gradient).
 
     loss_n = -log_probs[n, t_n] and d log_probs[n, t] / d logits[n, c] = δ_tc - softmax_c,
     so d loss_n / d logits[n] = softmax(logits[n]) - onehot(t_n), zero where ignored.
     """
-    log_probs, safe_targets, valid, count, reduction = cache
+    log_probs, safe_targets, valid = cache.log_probs, cache.safe_targets, cache.valid
+    count, reduction = cache.count, cache.reduction
+    if reduction == "none":
+        d_loss = grad_output(d_loss, valid.shape, log_probs.dtype, "d_loss")
+    else:
+        d_loss = grad_scalar(d_loss, log_probs.dtype)
     grad = np.exp(log_probs)
     np.put_along_axis(
         grad,
@@ -86,7 +104,6 @@ def cross_entropy_backward(d_loss: np.ndarray | float, cache: tuple) -> np.ndarr
         axis=-1,
     )
     grad *= valid[..., None]
-    d_loss = np.asarray(d_loss, dtype=log_probs.dtype)
     if reduction == "none":
         return grad * d_loss[..., None]
     if reduction == "mean":

@@ -27,10 +27,18 @@ projections and before the scores.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, grad_output
+
+
+class RopeCache(NamedTuple):
+    cos: np.ndarray  # (..., L, d/2), broadcastable against x's pairs
+    sin: np.ndarray  # (..., L, d/2)
+    shape: tuple[int, ...]  # x's shape
+    dtype: np.dtype
 
 
 def rope_angles(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndarray:
@@ -41,7 +49,7 @@ def rope_angles(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndar
 
 def rope_forward(
     x: np.ndarray, positions: np.ndarray | None = None, base: float = 10000.0
-) -> tuple[np.ndarray, tuple]:
+) -> tuple[np.ndarray, RopeCache]:
     """Rotate each feature pair of every position by its angle.
 
     Args:
@@ -53,7 +61,8 @@ def rope_forward(
             wavelengths, as long-context models do).
 
     Returns:
-        out ``(..., L, d)`` in x's dtype, and the cache ``(cos, sin)``, each ``(..., L, d/2)``.
+        out ``(..., L, d)`` in x's dtype, and the :class:`RopeCache` (``cos`` and ``sin``, each
+        ``(..., L, d/2)``).
     """
     float_array("x", x, min_ndim=2)
     L, d = x.shape[-2], x.shape[-1]
@@ -85,21 +94,17 @@ def rope_forward(
     out = np.empty_like(x)
     out[..., 0::2] = x_even * cos - x_odd * sin
     out[..., 1::2] = x_even * sin + x_odd * cos
-    return out, (cos, sin)
+    return out, RopeCache(cos, sin, x.shape, x.dtype)
 
 
-def rope_backward(d_out: np.ndarray, cache: tuple) -> np.ndarray:
+def rope_backward(d_out: np.ndarray, cache: RopeCache) -> np.ndarray:
     """``dx (..., L, d)``: rotate the upstream gradient back by the same angles.
 
     out = R x with R orthogonal, so dx = Rᵀ d_out = R(−angle) d_out: the backward of a
     rotation is the inverse rotation (cos unchanged, sin negated).
     """
-    cos, sin = cache
-    float_array("d_out", d_out, min_ndim=2)
-    if d_out.shape[-1] != 2 * cos.shape[-1]:
-        raise ValueError(
-            f"d_out: expected last dimension {2 * cos.shape[-1]} (the input's), got shape {d_out.shape}"
-        )
+    cos, sin = cache.cos, cache.sin
+    grad_output(d_out, cache.shape, cache.dtype)
     d_even, d_odd = d_out[..., 0::2], d_out[..., 1::2]
     dx = np.empty_like(d_out)
     # out_even = x_even cos − x_odd sin,  out_odd = x_even sin + x_odd cos

@@ -12,7 +12,7 @@ from mmt_numpy import ops
 from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import ArticleCrossAttention, MultiHeadAttention
-from tests.nn.torch_mapping import mha_grads_from_torch, mha_to_torch
+from mmt_numpy.torch_bridge import grads_from_torch, to_torch
 
 # ---------------------------------------------------------------- PyTorch parity (float64)
 
@@ -22,8 +22,7 @@ def test_self_attention_matches_torch_with_both_mask_kinds(bias: bool) -> None:
     torch = pytest.importorskip("torch")
     B, L, D, H = 2, 5, 8, 2
     ours = randomize(MultiHeadAttention(D, H, bias=bias, rng=0), 1)
-    theirs = torch.nn.MultiheadAttention(D, H, bias=bias, batch_first=True, dtype=torch.float64)
-    mha_to_torch(ours, theirs)
+    theirs = to_torch(ours)
     x = randn(2, B, L, D)
     lengths = np.array([5, 3])
 
@@ -36,19 +35,19 @@ def test_self_attention_matches_torch_with_both_mask_kinds(bias: bool) -> None:
     assert torch_key_padding[1].tolist() == [False, False, False, True, True]
     assert torch_attn_mask[0].tolist() == [False, True, True, True, True]
 
-    out = ours.forward(x, mask=keep_keys & keep_causal)
+    out, cache = ours.forward(x, mask=keep_keys & keep_causal)
     xt = torch.from_numpy(x.copy()).requires_grad_()
     out_t, weights_t = theirs(
         xt, xt, xt, key_padding_mask=torch_key_padding, attn_mask=torch_attn_mask, average_attn_weights=False
     )
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
-    np.testing.assert_allclose(ours.attn_weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(cache.weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)
 
     G = randn(3, *out.shape)
-    dx = ours.backward(G)
+    (dx,) = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
-    torch_grads = mha_grads_from_torch(theirs)
+    torch_grads = grads_from_torch(ours, theirs)
     assert set(torch_grads) == {name for name, _ in ours.named_parameters()}
     for name, p in ours.named_parameters():
         np.testing.assert_allclose(p.grad, torch_grads[name], rtol=0, atol=1e-10, err_msg=name)
@@ -58,27 +57,26 @@ def test_cross_attention_with_other_width_matches_torch() -> None:
     torch = pytest.importorskip("torch")
     B, Lq, Lk, D, E, H = 2, 3, 6, 8, 5, 4  # text (width 8) attends over 6 "patches" of width 5
     ours = randomize(MultiHeadAttention(D, H, kv_dim=E, rng=4), 5)
-    theirs = torch.nn.MultiheadAttention(D, H, kdim=E, vdim=E, batch_first=True, dtype=torch.float64)
-    mha_to_torch(ours, theirs)
+    theirs = to_torch(ours)
     text, image = randn(6, B, Lq, D), randn(7, B, Lk, E)
     keep = ops.padding_mask([6, 4], Lk)
 
-    out = ours.forward(text, image, mask=keep)
+    out, cache = ours.forward(text, image, mask=keep)
     qt = torch.from_numpy(text.copy()).requires_grad_()
     kvt = torch.from_numpy(image.copy()).requires_grad_()
     out_t, weights_t = theirs(
         qt, kvt, kvt, key_padding_mask=torch.from_numpy(~keep[:, 0, 0, :]), average_attn_weights=False
     )
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
-    assert ours.attn_weights.shape == (B, H, Lq, Lk)
-    np.testing.assert_allclose(ours.attn_weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)
+    assert cache.weights.shape == (B, H, Lq, Lk)
+    np.testing.assert_allclose(cache.weights, weights_t.detach().numpy(), rtol=0, atol=1e-10)
 
     G = randn(8, *out.shape)
-    d_text, d_image = ours.backward(G)
+    d_text, d_image = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(d_text, qt.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(d_image, kvt.grad.numpy(), rtol=0, atol=1e-10)
-    torch_grads = mha_grads_from_torch(theirs)
+    torch_grads = grads_from_torch(ours, theirs)
     for name, p in ours.named_parameters():
         np.testing.assert_allclose(p.grad, torch_grads[name], rtol=0, atol=1e-10, err_msg=name)
 
@@ -104,7 +102,7 @@ def test_heads_are_contiguous_feature_slices() -> None:
     B, L, D, H = 2, 4, 6, 3
     m = randomize(MultiHeadAttention(D, H, rng=9), 10)
     x = randn(11, B, L, D)
-    out = m.forward(x)
+    out, cache = m.forward(x)
     q, k, v = (x @ m.W_q.data + m.b_q.data, x @ m.W_k.data + m.b_k.data, x @ m.W_v.data + m.b_v.data)
     d_h = D // H
     heads = []
@@ -113,7 +111,7 @@ def test_heads_are_contiguous_feature_slices() -> None:
         scores = q[..., cols] @ k[..., cols].swapaxes(1, 2) / math.sqrt(d_h)
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)
-        np.testing.assert_allclose(m.attn_weights[:, h], weights, atol=1e-12)
+        np.testing.assert_allclose(cache.weights[:, h], weights, atol=1e-12)
         heads.append(weights @ v[..., cols])
     np.testing.assert_allclose(out, np.concatenate(heads, axis=-1) @ m.W_o.data + m.b_o.data, atol=1e-12)
 
@@ -123,12 +121,12 @@ def test_fully_masked_query_gives_bias_row_and_finite_gradients() -> None:
     m = randomize(MultiHeadAttention(D, H, kv_dim=3, rng=12), 13)
     mask = np.ones((B, 1, Lq, Lk), dtype=bool)
     mask[1, 0, 2] = False  # query 2 of batch row 1 may attend to nothing
-    out = m.forward(randn(14, B, Lq, D), randn(15, B, Lk, 3), mask=mask)
+    out, cache = m.forward(randn(14, B, Lq, D), randn(15, B, Lk, 3), mask=mask)
     assert np.all(np.isfinite(out))
-    np.testing.assert_array_equal(m.attn_weights[1, :, 2], 0.0)
+    np.testing.assert_array_equal(cache.weights[1, :, 2], 0.0)
     # Its attention output is 0, so only the output bias is left: 0 @ W_o + b_o.
     np.testing.assert_allclose(out[1, 2], m.b_o.data, atol=1e-15)
-    d_query, d_kv = m.backward(np.ones_like(out))
+    d_query, d_kv = m.backward(np.ones_like(out), cache)
     assert np.all(np.isfinite(d_query)) and np.all(np.isfinite(d_kv))
     np.testing.assert_array_equal(d_query[1, 2], 0.0)  # that query influenced nothing
 
@@ -137,8 +135,52 @@ def test_mask_shapes_that_broadcast_are_accepted() -> None:
     m = MultiHeadAttention(4, 2, rng=0)
     x = randn(0, 2, 3, 4)
     full = np.ones((2, 2, 3, 3), dtype=bool)
-    for mask in (np.ones((3, 3), dtype=bool), np.ones((2, 1, 1, 3), dtype=bool), full):
-        np.testing.assert_allclose(m.forward(x, mask=mask), m.forward(x), atol=1e-15)
+    for mask in (
+        np.ones((3, 3), dtype=bool),
+        np.ones((2, 1, 1, 3), dtype=bool),
+        np.ones((2, 3, 3), bool),
+        full,
+    ):
+        np.testing.assert_allclose(m(x, mask=mask), m(x), atol=1e-15)
+
+
+def test_a_3d_mask_is_one_per_batch_row_whatever_the_number_of_heads() -> None:
+    """B = H = 2: a (B, Lq, Lk) mask hiding key 2 from batch row 0 hides it from every head of
+    row 0 and from no head of row 1 (it used to be read per head when B == H)."""
+    m = randomize(MultiHeadAttention(4, 2, rng=0), 1)
+    x = randn(2, 2, 3, 4)
+    mask = np.ones((2, 3, 3), dtype=bool)
+    mask[0, :, 2] = False
+    _, cache = m.forward(x, mask=mask)
+    np.testing.assert_array_equal(cache.weights[0, :, :, 2], 0.0)  # both heads of row 0
+    assert np.all(cache.weights[1, :, :, 2] > 0)  # no head of row 1
+    # the same as the 4-D mask with a head axis of 1
+    np.testing.assert_array_equal(m(x, mask=mask), m(x, mask=mask[:, None]))
+
+
+def test_a_2d_mask_is_always_lq_by_lk() -> None:
+    """Lq = B: a (B, Lk)-looking 2-D mask still means (Lq, Lk), the same for every batch row."""
+    m = randomize(MultiHeadAttention(4, 2, kv_dim=6, rng=0), 1)
+    q, kv = randn(3, 2, 2, 4), randn(4, 2, 5, 6)
+    mask = np.ones((2, 5), dtype=bool)
+    mask[0, 4] = False  # query 0 may not see key 4, in every batch row
+    _, cache = m.forward(q, kv, mask=mask)
+    np.testing.assert_array_equal(cache.weights[:, :, 0, 4], 0.0)
+    assert np.all(cache.weights[:, :, 1, 4] > 0)
+
+
+def test_attention_over_no_keys_gives_zeros_and_zero_gradients() -> None:
+    """A batch with no image tokens (Lk = 0): the attention output is 0, as blocked attention and
+    F.scaled_dot_product_attention give; the output is then b_o, and no gradient is NaN."""
+    m = randomize(MultiHeadAttention(4, 2, kv_dim=6, rng=0), 1)
+    q, kv = randn(5, 2, 3, 4), np.zeros((2, 0, 6))
+    out, cache = m.forward(q, kv)
+    np.testing.assert_allclose(out, np.broadcast_to(m.b_o.data, out.shape), atol=1e-15)
+    assert cache.weights.shape == (2, 2, 3, 0)
+    d_query, d_kv = m.backward(np.ones_like(out), cache)
+    np.testing.assert_array_equal(d_query, 0.0)
+    assert d_kv.shape == (2, 0, 6)
+    assert np.all(np.isfinite(m.W_q.grad)) and np.all(m.W_k.grad == 0)
 
 
 def test_article_cross_attention_is_the_formula_of_section_4_2() -> None:
@@ -147,8 +189,9 @@ def test_article_cross_attention_is_the_formula_of_section_4_2() -> None:
     Q, K = x @ m.W_q.data, y @ m.W_k.data
     scores = Q @ K.swapaxes(1, 2) / math.sqrt(3)
     weights = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
-    np.testing.assert_allclose(m.forward(x, y), x + weights @ y, atol=1e-12)  # V = Y, plus X
-    assert m.attn_weights.shape == (2, 1, 3, 5)
+    out, cache = m.forward(x, y)
+    np.testing.assert_allclose(out, x + weights @ y, atol=1e-12)  # V = Y, plus X
+    assert cache.weights.shape == (2, 1, 3, 5)
     assert [name for name, _ in m.named_parameters()] == ["W_q", "W_k"]
 
 
@@ -167,8 +210,15 @@ def test_num_heads_must_divide_d_model() -> None:
         ((3, 4), None, None, r"query: expected 3 dimensions, got shape \(3, 4\)"),
         ((2, 3, 4), (3, 5, 6), None, r"key_value: expected batch size 2.*\(3, 5, 6\)"),
         ((2, 3, 4), (2, 5, 4), None, r"key_value: expected last dimension 6.*\(2, 5, 4\)"),
-        ((2, 3, 4), (2, 5, 6), (3, 3), r"mask: expected a shape that broadcasts to \(2, 2, 3, 5\)"),
-        ((2, 3, 4), (2, 5, 6), (2, 1, 2, 3, 5), r"mask: .*\(2, 1, 2, 3, 5\)"),
+        (
+            (2, 3, 4),
+            (2, 5, 6),
+            (3, 3),
+            r"mask: a 2-D mask must broadcast to \(3, 5\), got \(3, 3\); accepted",
+        ),
+        ((2, 3, 4), (2, 5, 6), (3, 3, 5), r"mask: a 3-D mask must broadcast to \(2, 3, 5\), got \(3, 3, 5\)"),
+        ((2, 3, 4), (2, 5, 6), (2, 3, 3, 5), r"mask: a 4-D mask must broadcast to \(2, 2, 3, 5\)"),
+        ((2, 3, 4), (2, 5, 6), (2, 1, 2, 3, 5), r"mask: expected 2, 3 or 4 dimensions.*padding_mask"),
     ],
 )
 def test_bad_shapes_name_the_argument(query, key_value, mask, pattern) -> None:
@@ -219,12 +269,12 @@ def test_checker_rejects_a_transposed_weight_gradient(monkeypatch) -> None:
     m, inputs, kwargs = _mha_case()
     real_backward = m.backward
 
-    def broken_backward(d_out):
+    def broken_backward(d_out, cache):
         grad_before = m.W_q.grad.copy()
-        d_query = real_backward(d_out)
+        grads = real_backward(d_out, cache)
         dW_q = m.W_q.grad - grad_before
         m.W_q.grad[...] = grad_before + dW_q.T  # the bug: dW_q added transposed
-        return d_query
+        return grads
 
     monkeypatch.setattr(m, "backward", broken_backward)
     report = check_module(m, inputs, kwargs=kwargs, name="mha, dW_q transposed")
@@ -239,7 +289,7 @@ def test_checker_rejects_a_missing_scale(monkeypatch) -> None:
 
     def unscaled(d_out, cache):
         dq, dk, dv = real(d_out, cache)
-        return dq / cache[4], dk / cache[4], dv  # cache[4] is the scale 1/√d_k
+        return dq / cache.scale, dk / cache.scale, dv  # the scale 1/√d_k forgotten
 
     monkeypatch.setattr(ops, "attention_backward", unscaled)
     report = check_module(m, inputs, kwargs=kwargs, name="mha, no 1/sqrt(d_k)")
@@ -252,10 +302,10 @@ def test_checker_rejects_a_key_bias_gradient_that_is_not_zero(monkeypatch) -> No
     m, inputs, kwargs = _mha_case()
     real_backward = m.backward
 
-    def broken_backward(d_out):
-        d_query = real_backward(d_out)
+    def broken_backward(d_out, cache):
+        grads = real_backward(d_out, cache)
         m.b_k.grad += m.b_q.grad  # a plausible slip: b_k given b_q's gradient
-        return d_query
+        return grads
 
     monkeypatch.setattr(m, "backward", broken_backward)
     report = check_module(m, inputs, kwargs=kwargs, name="mha, b_k wrong")

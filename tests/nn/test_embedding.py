@@ -31,11 +31,11 @@ def test_embedding_looks_up_rows_and_matches_torch() -> None:
     theirs = torch.nn.Embedding(5, 3).double()
     with torch.no_grad():
         theirs.weight.copy_(torch.from_numpy(ours.weight.data))
-    out = ours.forward(REPEATED_IDS)
+    out, cache = ours.forward(REPEATED_IDS)
     assert out.shape == (2, 4, 3)
     np.testing.assert_array_equal(out[1, 2], ours.weight.data[4])
     G = randn(1, 2, 4, 3)
-    assert ours.backward(G) is None  # integer ids have no gradient
+    assert ours.backward(G, cache) == ()  # integer ids have no gradient
     (theirs(torch.from_numpy(REPEATED_IDS)) * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=0, atol=1e-12)
     assert not ours.weight.grad[2].any()  # id 2 was never looked up
@@ -53,10 +53,9 @@ def test_checker_rejects_fancy_index_accumulation(monkeypatch) -> None:
     """``grad[ids] += d_out`` keeps one write per repeated id instead of summing them all."""
     m = Embedding(5, 3, rng=3)
 
-    def fancy_backward(d_out):
-        ids = m._saved()
-        m.weight.grad[ids] += d_out  # the bug: buffered, so repeats overwrite each other
-        return None
+    def fancy_backward(d_out, cache):
+        m.weight.grad[cache.ids] += d_out  # the bug: buffered, so repeats overwrite each other
+        return ()
 
     monkeypatch.setattr(m, "backward", fancy_backward)
     report = check_module(m, {"ids": REPEATED_IDS}, name="Embedding, fancy +=")
@@ -75,15 +74,18 @@ def test_embedding_errors_name_the_argument() -> None:
         m.forward(np.array([[0.0, 1.0]]))
     with pytest.raises(TypeError, match=r"ids: expected an integer numpy array, got list"):
         m.forward([[0, 1]])
-    with pytest.raises(RuntimeError, match="Embedding.backward called before forward"):
-        Embedding(5, 3).backward(np.zeros((1, 2, 3)))
+    with pytest.raises(TypeError, match="cache: expected the EmbeddingCache that Embedding.forward returned"):
+        Embedding(5, 3).backward(np.zeros((1, 2, 3)), None)
+    _, cache = m.forward(np.array([[0, 1]]))
+    with pytest.raises(ValueError, match=r"d_out: expected shape \(1, 2, 3\) \(the forward output's\)"):
+        m.backward(np.zeros((1, 2, 4)), cache)
     with pytest.raises(ValueError, match=r"num_embeddings: expected a positive integer, got 0"):
         Embedding(0, 3)
 
 
 def test_embedding_float32_and_seed() -> None:
     m = Embedding(4, 2, dtype=np.float32, rng=7)
-    assert m.forward(np.array([[0, 3]])).dtype == np.float32
+    assert m(np.array([[0, 3]])).dtype == np.float32
     np.testing.assert_array_equal(Embedding(4, 2, rng=7).weight.data, Embedding(4, 2, rng=7).weight.data)
     assert not np.array_equal(Embedding(4, 2, rng=7).weight.data, Embedding(4, 2, rng=8).weight.data)
 
@@ -117,26 +119,28 @@ def test_sinusoidal_shift_is_a_rotation_of_each_pair() -> None:
 def test_sinusoidal_encoding_adds_the_table_and_passes_the_gradient() -> None:
     m = SinusoidalPositionalEncoding(6, 4)
     x = randn(9, 2, 3, 4)
-    np.testing.assert_array_equal(m.forward(x), x + sinusoidal_table(6, 4)[:3])
+    out, cache = m.forward(x)
+    np.testing.assert_array_equal(out, x + sinusoidal_table(6, 4)[:3])
     G = randn(10, 2, 3, 4)
-    assert m.backward(G) is G
+    assert m.backward(G, cache)[0] is G
     assert m.parameters() == []
 
 
 def test_positional_dtypes() -> None:
     x32 = randn(11, 1, 2, 4).astype(np.float32)
-    assert SinusoidalPositionalEncoding(4, 4, dtype=np.float32).forward(x32).dtype == np.float32
-    assert LearnedPositionalEmbedding(4, 4, dtype=np.float32).forward(x32).dtype == np.float32
+    assert SinusoidalPositionalEncoding(4, 4, dtype=np.float32)(x32).dtype == np.float32
+    assert LearnedPositionalEmbedding(4, 4, dtype=np.float32)(x32).dtype == np.float32
     with pytest.raises(TypeError, match=r"x: expected dtype float64"):
-        SinusoidalPositionalEncoding(4, 4).forward(x32)
+        SinusoidalPositionalEncoding(4, 4)(x32)
 
 
 def test_learned_positions_gradient_sums_over_the_batch_and_stops_at_L() -> None:
     m = LearnedPositionalEmbedding(6, 4, rng=12)
     x = randn(13, 2, 3, 4)
-    np.testing.assert_array_equal(m.forward(x), x + m.weight.data[:3])
+    out, cache = m.forward(x)
+    np.testing.assert_array_equal(out, x + m.weight.data[:3])
     G = randn(14, 2, 3, 4)
-    assert m.backward(G) is G
+    assert m.backward(G, cache)[0] is G
     np.testing.assert_allclose(m.weight.grad[:3], G.sum(0), atol=1e-12)
     assert not m.weight.grad[3:].any()
 
@@ -154,7 +158,7 @@ def test_checker_passes_and_rejects_a_dropped_positional_path(monkeypatch) -> No
     m.weight.data[...] = randn(16, 6, 4)
     inputs = {"x": randn(17, 2, 4, 4)}
     assert check_module(m, inputs, name="learned").passed
-    monkeypatch.setattr(m, "backward", lambda d_out: d_out)  # the bug: weight.grad never filled
+    monkeypatch.setattr(m, "backward", lambda d_out, cache: (d_out,))  # the bug: weight.grad never filled
     report = check_module(m, inputs, name="learned, no weight gradient")
     assert {t.name for t in report.tensors if not t.passed} == {"weight"}, str(report)
 
@@ -163,7 +167,7 @@ def test_checker_rejects_a_sinusoidal_backward_that_drops_the_identity(monkeypat
     m = SinusoidalPositionalEncoding(6, 4)
     inputs = {"x": randn(18, 2, 3, 4)}
     assert check_module(m, inputs, name="sinusoidal").passed
-    monkeypatch.setattr(m, "backward", lambda d_out: d_out - sinusoidal_table(6, 4)[:3])
+    monkeypatch.setattr(m, "backward", lambda d_out, cache: (d_out - sinusoidal_table(6, 4)[:3],))
     assert not check_module(m, inputs, name="sinusoidal, table subtracted").passed
 
 
@@ -173,7 +177,7 @@ def test_checker_rejects_a_sinusoidal_backward_that_drops_the_identity(monkeypat
 def test_grid_positions_add_row_plus_column_in_reading_order() -> None:
     m = GridPositionalEmbedding((2, 3), 4, std=0.5, rng=30)
     x = randn(31, 2, 6, 4)
-    out = m.forward(x)
+    out, cache = m.forward(x)
     for n in range(6):  # patch n sits in row n // 3, column n % 3
         np.testing.assert_allclose(out[:, n], x[:, n] + m.row.data[n // 3] + m.column.data[n % 3], atol=1e-12)
     np.testing.assert_allclose(
@@ -183,7 +187,7 @@ def test_grid_positions_add_row_plus_column_in_reading_order() -> None:
     )  # both rows
     assert np.std(m.row.data) == pytest.approx(0.5, rel=0.5)
     G = randn(32, 2, 6, 4)
-    assert m.backward(G) is G
+    assert m.backward(G, cache)[0] is G
     np.testing.assert_allclose(m.column.grad[2], G[:, [2, 5]].sum(axis=(0, 1)), atol=1e-12)
     np.testing.assert_allclose(m.row.grad[1], G[:, 3:].sum(axis=(0, 1)), atol=1e-12)
 
@@ -201,11 +205,11 @@ def test_checker_rejects_grid_positions_with_rows_and_columns_swapped(monkeypatc
     agree, so only the numbers can catch it."""
     m = randomize(GridPositionalEmbedding((3, 3), 4, rng=36), 37)
 
-    def swapped_backward(d_out):
+    def swapped_backward(d_out, cache):
         d_grid = d_out.sum(axis=0).reshape(3, 3, 4)
         m.row.grad += d_grid.sum(axis=0)  # the bug: should sum over axis 1 (the columns of a row)
         m.column.grad += d_grid.sum(axis=1)
-        return d_out
+        return (d_out,)
 
     monkeypatch.setattr(m, "backward", swapped_backward)
     report = check_module(m, {"x": randn(38, 2, 9, 4)}, name="grid, axes swapped")
@@ -214,7 +218,7 @@ def test_checker_rejects_grid_positions_with_rows_and_columns_swapped(monkeypatc
 
 def test_grid_positions_float32_and_errors() -> None:
     m = GridPositionalEmbedding((3, 3), 4, dtype=np.float32, rng=39)
-    assert m.forward(np.zeros((1, 9, 4), np.float32)).dtype == np.float32
+    assert m(np.zeros((1, 9, 4), np.float32)).dtype == np.float32
     with pytest.raises(ValueError, match=r"x: expected 9 patches \(a 3x3 grid in reading order\).*\(1, 8, 4"):
         m.forward(np.zeros((1, 8, 4), np.float32))
     with pytest.raises(TypeError, match=r"x: expected dtype float32"):
@@ -225,8 +229,8 @@ def test_grid_positions_float32_and_errors() -> None:
         GridPositionalEmbedding((3, 0), 4)
     with pytest.raises(ValueError, match=r"std: expected a number >= 0, got -1"):
         GridPositionalEmbedding((3, 3), 4, std=-1)
-    with pytest.raises(RuntimeError, match="GridPositionalEmbedding.backward called before forward"):
-        GridPositionalEmbedding((3, 3), 4).backward(np.zeros((1, 9, 4)))
+    with pytest.raises(TypeError, match="cache: expected the PositionCache that GridPositionalEmbedding"):
+        GridPositionalEmbedding((3, 3), 4).backward(np.zeros((1, 9, 4)), None)
 
 
 # ---------------------------------------------------------------- ModalityEmbedding
@@ -239,9 +243,10 @@ def test_modality_embedding_adds_the_type_vector(modality) -> None:
     m = ModalityEmbedding(2, 4, rng=19)
     x = randn(20, 2, 3, 4)
     ids = np.broadcast_to(np.asarray(modality), (2, 3))
-    np.testing.assert_array_equal(m.forward(x, modality), x + m.weight.data[ids])
+    out, cache = m.forward(x, modality)
+    np.testing.assert_array_equal(out, x + m.weight.data[ids])
     G = randn(21, 2, 3, 4)
-    assert m.backward(G) is G
+    assert m.backward(G, cache)[0] is G
     for t in (0, 1):
         np.testing.assert_allclose(m.weight.grad[t], G[ids == t].sum(0), atol=1e-12)
     report = check_module(m, {"x": x}, kwargs={"modality": modality}, name="modality")
@@ -252,9 +257,9 @@ def test_checker_rejects_modality_gradient_by_assignment(monkeypatch) -> None:
     m = ModalityEmbedding(2, 4, rng=22)
     inputs, kwargs = {"x": randn(23, 2, 5, 4)}, {"modality": np.array([0, 0, 1, 1, 1])}
 
-    def assigning_backward(d_out):
-        m.weight.grad[m._saved()] += d_out  # the bug: repeats overwrite instead of summing
-        return d_out
+    def assigning_backward(d_out, cache):
+        m.weight.grad[cache.ids] += d_out  # the bug: repeats overwrite instead of summing
+        return (d_out,)
 
     monkeypatch.setattr(m, "backward", assigning_backward)
     report = check_module(m, inputs, kwargs=kwargs, name="modality, fancy +=")

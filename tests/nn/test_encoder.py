@@ -10,17 +10,15 @@ from mmt_numpy import ops
 from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import FeedForward, TransformerEncoder, TransformerEncoderLayer
-from tests.nn.torch_mapping import assert_layer_grads_match, layer_to_torch
+from mmt_numpy.torch_bridge import grads_from_torch, to_torch, torch_mask
 
 
-def torch_activation(name: str):
-    import torch
-
-    return {
-        "relu": "relu",
-        "gelu": "gelu",
-        "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    }[name]
+def assert_grads_match(ours, theirs) -> None:
+    """Every parameter gradient of ours equals its PyTorch twin's (through the bridge) within 1e-10."""
+    torch_grads = grads_from_torch(ours, theirs)
+    assert set(torch_grads) == {name for name, _ in ours.named_parameters()}
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad, torch_grads[name], rtol=0, atol=1e-10, err_msg=name)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
@@ -29,30 +27,21 @@ def test_layer_matches_torch(norm_first: bool, activation: str) -> None:
     torch = pytest.importorskip("torch")
     B, L, D, H, F = 2, 5, 8, 2, 12
     ours = randomize(TransformerEncoderLayer(D, H, F, norm_first=norm_first, activation=activation, rng=0), 1)
-    theirs = torch.nn.TransformerEncoderLayer(
-        D,
-        H,
-        F,
-        dropout=0.0,
-        activation=torch_activation(activation),
-        batch_first=True,
-        norm_first=norm_first,
-        dtype=torch.float64,
-    )
-    layer_to_torch(ours, theirs)
+    theirs = to_torch(ours)
+    assert isinstance(theirs, torch.nn.TransformerEncoderLayer) and theirs.norm_first == norm_first
     x = randn(2, B, L, D)
     keep = ops.padding_mask([5, 3], L)  # True = real token; PyTorch's src_key_padding_mask is ~keep
 
-    out = ours.forward(x, mask=keep)
+    out, cache = ours.forward(x, mask=keep)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    out_t = theirs(xt, src_key_padding_mask=torch.from_numpy(~keep[:, 0, 0, :]))
+    out_t = theirs(xt, src_key_padding_mask=torch_mask(keep[:, 0, 0, :]))
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
 
     G = randn(3, *out.shape)
-    dx = ours.backward(G)
+    (dx,) = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
-    assert_layer_grads_match(ours, theirs)
+    assert_grads_match(ours, theirs)
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
@@ -62,34 +51,21 @@ def test_two_layer_encoder_with_final_norm_matches_torch(norm_first: bool) -> No
     ours = randomize(
         TransformerEncoder(D, H, F, num_layers=2, norm_first=norm_first, final_norm=True, rng=4), 5
     )
-    layer = torch.nn.TransformerEncoderLayer(
-        D, H, F, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=torch.float64
-    )
-    theirs = torch.nn.TransformerEncoder(
-        layer, num_layers=2, norm=torch.nn.LayerNorm(D, dtype=torch.float64), enable_nested_tensor=False
-    )
-    for ours_layer, their_layer in zip(ours.layers, theirs.layers, strict=True):
-        layer_to_torch(ours_layer, their_layer)
-    with torch.no_grad():
-        theirs.norm.weight.copy_(torch.from_numpy(ours.norm.gamma.data))
-        theirs.norm.bias.copy_(torch.from_numpy(ours.norm.beta.data))
+    theirs = to_torch(ours)
     x = randn(6, B, L, D)
     causal = ops.causal_mask(L)  # PyTorch's boolean mask= is ~causal (True = not allowed)
 
-    out = ours.forward(x, mask=causal)
+    out, cache = ours.forward(x, mask=causal)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    out_t = theirs(xt, mask=torch.from_numpy(~causal))
+    out_t = theirs(xt, mask=torch_mask(causal))
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
 
     G = randn(7, *out.shape)
-    dx = ours.backward(G)
+    (dx,) = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
-    for i, (ours_layer, their_layer) in enumerate(zip(ours.layers, theirs.layers, strict=True)):
-        assert_layer_grads_match(ours_layer, their_layer, prefix=f"layers.{i}.")
-    np.testing.assert_allclose(ours.norm.gamma.grad, theirs.norm.weight.grad.numpy(), rtol=0, atol=1e-10)
-    np.testing.assert_allclose(ours.norm.beta.grad, theirs.norm.bias.grad.numpy(), rtol=0, atol=1e-10)
-    assert len(ours.attn_weights) == 2 and ours.attn_weights[1].shape == (B, H, L, L)
+    assert_grads_match(ours, theirs)
+    assert len(cache.weights) == 2 and cache.weights[1].shape == (B, H, L, L)
 
 
 def test_parameter_count_matches_torch() -> None:
@@ -99,14 +75,20 @@ def test_parameter_count_matches_torch() -> None:
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
 
 
+def test_a_shared_layer_stack_has_no_torch_twin() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="TransformerEncoder shares Parameters between submodules"):
+        to_torch(TransformerEncoder(8, 2, 16, 2, share_layers=True))
+
+
 # ---------------------------------------------------------------- structure
 
 
 def test_post_ln_output_is_normalised_and_pre_ln_is_not() -> None:
     """Post-LN ends with norm2 (each row: mean β, std |γ|); pre-LN ends with a residual sum."""
     x = 3.0 + 2.0 * randn(8, 2, 4, 8)
-    post = TransformerEncoderLayer(8, 2, 16, norm_first=False, rng=9).forward(x)
-    pre = TransformerEncoderLayer(8, 2, 16, norm_first=True, rng=9).forward(x)
+    post = TransformerEncoderLayer(8, 2, 16, norm_first=False, rng=9)(x)
+    pre = TransformerEncoderLayer(8, 2, 16, norm_first=True, rng=9)(x)
     np.testing.assert_allclose(post.mean(-1), 0.0, atol=1e-12)
     np.testing.assert_allclose(post.std(-1), 1.0, atol=1e-4)
     assert np.abs(pre.mean(-1)).min() > 0.5  # x's mean of 3 survives along the identity path
@@ -116,7 +98,7 @@ def test_feedforward_is_linear_activation_linear() -> None:
     ff = randomize(FeedForward(4, 6, activation="relu", rng=10), 11)
     x = randn(12, 2, 3, 4)
     hidden = np.maximum(x @ ff.linear1.W.data + ff.linear1.b.data, 0.0)
-    np.testing.assert_allclose(ff.forward(x), hidden @ ff.linear2.W.data + ff.linear2.b.data, atol=1e-12)
+    np.testing.assert_allclose(ff(x), hidden @ ff.linear2.W.data + ff.linear2.b.data, atol=1e-12)
 
 
 # ---------------------------------------------------------------- bad input
@@ -128,7 +110,7 @@ def test_bad_input_names_the_argument() -> None:
         layer.forward(np.zeros((2, 3, 6)))
     with pytest.raises(ValueError, match=r"x: expected 3 dimensions, got shape \(3, 8\)"):
         layer.forward(np.zeros((3, 8)))
-    with pytest.raises(ValueError, match=r"mask: expected a shape that broadcasts to \(2, 2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"mask: a 2-D mask must broadcast to \(3, 3\), got \(4, 4\)"):
         layer.forward(np.zeros((2, 3, 8)), mask=np.ones((4, 4), dtype=bool))
     with pytest.raises(ValueError, match=r"activation: expected one of .*got 'tanh'"):
         TransformerEncoderLayer(8, 2, 16, activation="tanh")

@@ -11,6 +11,7 @@ from mmt_numpy import ops
 from mmt_numpy.checks import randn
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import LayerNorm, Linear
+from mmt_numpy.torch_bridge import to_torch
 
 
 def test_linear_init_is_pytorch_uniform() -> None:
@@ -28,24 +29,20 @@ def test_linear_without_bias_has_only_W() -> None:
     assert m.b is None
     assert [name for name, _ in m.named_parameters()] == ["W"]
     x = randn(1, 4, 3)
-    np.testing.assert_allclose(m.forward(x), x @ m.W.data, atol=1e-15)
+    np.testing.assert_allclose(m(x), x @ m.W.data, atol=1e-15)
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch(bias: bool) -> None:
     torch = pytest.importorskip("torch")
     ours = Linear(5, 3, bias=bias, rng=2)
-    theirs = torch.nn.Linear(5, 3, bias=bias, dtype=torch.float64)
-    with torch.no_grad():
-        theirs.weight.copy_(torch.from_numpy(ours.W.data.T.copy()))  # PyTorch stores (d_out, d_in)
-        if bias:
-            theirs.bias.copy_(torch.from_numpy(ours.b.data))
+    theirs = to_torch(ours)  # PyTorch stores weight (d_out, d_in), our W transposed
     x = randn(3, 2, 4, 5)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    out, out_t = ours.forward(x), theirs(xt)
+    (out, cache), out_t = ours.forward(x), theirs(xt)
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
     G = randn(4, *out.shape)
-    dx = ours.backward(G)
+    (dx,) = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(ours.W.grad, theirs.weight.grad.numpy().T, rtol=0, atol=1e-10)
@@ -58,16 +55,14 @@ def test_layernorm_matches_torch() -> None:
     ours = LayerNorm(6, eps=1e-3)
     ours.gamma.data[...] = 1 + 0.5 * randn(5, 6)
     ours.beta.data[...] = randn(6, 6)
-    theirs = torch.nn.LayerNorm(6, eps=1e-3, dtype=torch.float64)
-    with torch.no_grad():
-        theirs.weight.copy_(torch.from_numpy(ours.gamma.data))
-        theirs.bias.copy_(torch.from_numpy(ours.beta.data))
+    theirs = to_torch(ours)
+    assert theirs.eps == 1e-3
     x = 3 + 2 * randn(7, 2, 4, 6)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    out, out_t = ours.forward(x), theirs(xt)
+    (out, cache), out_t = ours.forward(x), theirs(xt)
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=0, atol=1e-10)
     G = randn(8, *out.shape)
-    dx = ours.backward(G)
+    (dx,) = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(ours.gamma.grad, theirs.weight.grad.numpy(), rtol=0, atol=1e-10)
@@ -76,7 +71,7 @@ def test_layernorm_matches_torch() -> None:
 
 def test_layernorm_starts_as_plain_normalisation() -> None:
     m = LayerNorm(8)
-    out = m.forward(5 + 3 * randn(9, 4, 8))
+    out = m(5 + 3 * randn(9, 4, 8))
     np.testing.assert_allclose(out.mean(-1), 0.0, atol=1e-12)
     np.testing.assert_allclose(out.var(-1), 1.0, atol=1e-5)  # biased variance, as PyTorch
 
@@ -126,7 +121,7 @@ def test_checker_rejects_layernorm_without_the_mean_term(monkeypatch) -> None:
     real = ops.layernorm_backward
 
     def without_mean_term(d_out, cache):
-        x_hat, rstd, gamma = cache
+        x_hat, rstd, gamma = cache.x_hat, cache.rstd, cache.gamma
         _, dgamma, dbeta = real(d_out, cache)
         g = d_out * gamma
         return rstd * (g - x_hat * (g * x_hat).mean(-1, keepdims=True)), dgamma, dbeta

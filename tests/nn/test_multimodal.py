@@ -13,113 +13,9 @@ from mmt_numpy import ops
 from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import MultimodalTransformer
-from tests.nn.torch_mapping import (
-    assert_grads_by_names,
-    assert_layer_grads_match,
-    copy_by_names,
-    layer_to_torch,
-)
+from mmt_numpy.torch_bridge import grads_from_torch, to_torch
 
 # ---------------------------------------------------------------- the §5 model in PyTorch, fixed
-
-
-def make_torch_model(
-    text_dim,
-    image_dim,
-    hidden_dim,
-    num_heads,
-    num_layers,
-    output_dim,
-    d_ff,
-    max_len,
-    positional,
-    norm_first,
-    final_norm,
-):
-    """The article's §5 ``MultimodalTransformer`` with the fixes mmt_numpy makes, in PyTorch.
-
-    ``output_dim`` is an argument, the encoder is ``batch_first=True`` so that ``dim=1`` of
-    ``torch.cat`` really is the sequence, positions (sinusoidal or learned, per modality)
-    and a modality embedding are added, and padding enters as ``src_key_padding_mask``.
-    """
-    import torch
-    from torch import nn
-
-    def sinusoid(n: int, d: int) -> torch.Tensor:
-        # Written independently of mmt_numpy.nn.embedding.sinusoidal_table.
-        pos = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-        inv_freq = torch.pow(10000.0, -torch.arange(0, d, 2, dtype=torch.float64) / d)
-        pe = torch.zeros(n, d, dtype=torch.float64)
-        pe[:, 0::2] = torch.sin(pos * inv_freq)
-        pe[:, 1::2] = torch.cos(pos * inv_freq)
-        return pe
-
-    class FixedMultimodalTransformer(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.text_embedding = nn.Linear(text_dim, hidden_dim)
-            self.image_embedding = nn.Linear(image_dim, hidden_dim)
-            if positional == "learned":
-                self.text_position = nn.Embedding(max_len, hidden_dim)
-                self.image_position = nn.Embedding(max_len, hidden_dim)
-            else:
-                self.register_buffer("pe", sinusoid(max_len, hidden_dim))
-            self.modality_embedding = nn.Embedding(2, hidden_dim)
-            layer = nn.TransformerEncoderLayer(
-                hidden_dim, num_heads, d_ff, dropout=0.0, batch_first=True, norm_first=norm_first
-            )
-            self.transformer_encoder = nn.TransformerEncoder(
-                layer,
-                num_layers,
-                norm=nn.LayerNorm(hidden_dim) if final_norm else None,
-                enable_nested_tensor=False,
-            )
-            self.output_layer = nn.Linear(hidden_dim, output_dim)
-
-        def forward(self, text, image, text_lengths, image_lengths):
-            Lt, Li = text.shape[1], image.shape[1]
-            t, v = self.text_embedding(text), self.image_embedding(image)
-            if positional == "learned":
-                t = t + self.text_position(torch.arange(Lt))
-                v = v + self.image_position(torch.arange(Li))
-            else:
-                t, v = t + self.pe[:Lt], v + self.pe[:Li]
-            x = torch.cat((t, v), dim=1)  # batch_first=True: dim 1 is the sequence
-            types = torch.cat([torch.zeros(Lt, dtype=torch.long), torch.ones(Li, dtype=torch.long)])
-            x = x + self.modality_embedding(types)
-            # PyTorch's key padding mask says True = ignore this key.
-            ignore = torch.cat(
-                [
-                    torch.arange(Lt)[None] >= text_lengths[:, None],
-                    torch.arange(Li)[None] >= image_lengths[:, None],
-                ],
-                dim=1,
-            )
-            return self.output_layer(self.transformer_encoder(x, src_key_padding_mask=ignore))
-
-    return FixedMultimodalTransformer().double()
-
-
-# Our name -> PyTorch's name and whether PyTorch stores the transpose (encoder layers apart).
-OUTER_NAMES = {
-    "text_embedding.W": ("text_embedding.weight", True),
-    "text_embedding.b": ("text_embedding.bias", False),
-    "image_embedding.W": ("image_embedding.weight", True),
-    "image_embedding.b": ("image_embedding.bias", False),
-    "text_position.weight": ("text_position.weight", False),
-    "image_position.weight": ("image_position.weight", False),
-    "modality_embedding.weight": ("modality_embedding.weight", False),
-    "encoder.norm.gamma": ("transformer_encoder.norm.weight", False),
-    "encoder.norm.beta": ("transformer_encoder.norm.bias", False),
-    "output_layer.W": ("output_layer.weight", True),
-    "output_layer.b": ("output_layer.bias", False),
-}
-
-
-def copy_to_torch(ours: MultimodalTransformer, theirs) -> None:
-    copy_by_names(ours, theirs, OUTER_NAMES)
-    for ours_layer, their_layer in zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True):
-        layer_to_torch(ours_layer, their_layer)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +24,9 @@ def copy_to_torch(ours: MultimodalTransformer, theirs) -> None:
     ids=["post-LN, sinusoidal", "pre-LN + final norm, learned"],
 )
 def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first: bool) -> None:
+    """The bridge's twin is the article's §5 model with mmt_numpy's fixes: ``output_dim`` an
+    argument, ``batch_first=True`` so that ``dim=1`` of ``torch.cat`` really is the sequence,
+    positions per modality and a modality embedding, padding as ``src_key_padding_mask``."""
     torch = pytest.importorskip("torch")
     text_dim, image_dim, D, H, layers, out_dim, F, max_len = 5, 7, 8, 2, 2, 3, 12, 16
     B, Lt, Li = 3, 4, 6
@@ -146,17 +45,13 @@ def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first:
         rng=0,
     )
     randomize(ours, 1)
-    theirs = make_torch_model(
-        text_dim, image_dim, D, H, layers, out_dim, F, max_len, positional, norm_first, norm_first
-    )
-    copy_to_torch(ours, theirs)
-    # Every parameter has a PyTorch twin of the same size: nothing was left uncopied.
+    theirs = to_torch(ours)
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
 
     text, image = randn(2, B, Lt, text_dim), randn(3, B, Li, image_dim)
     text_lengths, image_lengths = np.array([4, 2, 3]), np.array([6, 1, 4])
 
-    out = ours.forward(text, image, text_lengths=text_lengths, image_lengths=image_lengths)
+    out, cache = ours.forward(text, image, text_lengths=text_lengths, image_lengths=image_lengths)
     text_t = torch.from_numpy(text.copy()).requires_grad_()
     image_t = torch.from_numpy(image.copy()).requires_grad_()
     out_t = theirs(text_t, image_t, torch.from_numpy(text_lengths), torch.from_numpy(image_lengths))
@@ -165,16 +60,14 @@ def test_matches_the_fixed_section_5_model_in_torch(positional: str, norm_first:
 
     G = randn(4, *out.shape)
     ours.zero_grad()
-    d_text, d_image = ours.backward(G)
+    d_text, d_image = ours.backward(G, cache)
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(d_text, text_t.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(d_image, image_t.grad.numpy(), rtol=0, atol=1e-10)
-
-    assert_grads_by_names(ours, theirs, OUTER_NAMES)
-    for i, (ours_layer, their_layer) in enumerate(
-        zip(ours.encoder.layers, theirs.transformer_encoder.layers, strict=True)
-    ):
-        assert_layer_grads_match(ours_layer, their_layer, prefix=f"encoder.layers.{i}.")
+    torch_grads = grads_from_torch(ours, theirs)
+    assert set(torch_grads) == {name for name, _ in ours.named_parameters()}
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad, torch_grads[name], rtol=0, atol=1e-10, err_msg=name)
 
 
 def test_sinusoidal_positions_are_the_same_table_for_both_modalities() -> None:
@@ -198,11 +91,11 @@ def test_batch_rows_are_independent() -> None:
     the samples of a batch.)"""
     m = _small_model()
     text, image = randn(7, 2, 3, 3), randn(8, 2, 4, 4)
-    out = m.forward(text, image)
+    out = m(text, image)
     text2, image2 = text.copy(), image.copy()
     text2[1] += 1.0
     image2[1] -= 1.0
-    out2 = m.forward(text2, image2)
+    out2 = m(text2, image2)
     np.testing.assert_allclose(out2[0], out[0], rtol=0, atol=1e-12)
     assert not np.allclose(out2[1], out[1])
 
@@ -228,15 +121,14 @@ def test_padding_is_invisible_to_the_real_tokens() -> None:
     m = _small_model()
     text, image = randn(9, 2, 4, 3), randn(10, 2, 5, 4)
     lengths = {"text_lengths": np.array([4, 2]), "image_lengths": np.array([5, 3])}
-    out = m.forward(text, image, **lengths)
+    out = m(text, image, **lengths)
     text[1, 2:] = 100.0 * randn(11, 2, 3)
     image[1, 3:] = -50.0
-    out2 = m.forward(text, image, **lengths)
+    out2, cache = m.forward(text, image, **lengths)
     real = np.r_[0:2, 4:7]  # row 1: text tokens 0, 1 and image patches 0, 1, 2 (at 4, 5, 6)
     np.testing.assert_allclose(out2[1, real], out[1, real], rtol=0, atol=1e-12)
     np.testing.assert_allclose(out2[0], out[0], rtol=0, atol=1e-12)
-    for layer in m.encoder.layers:
-        w = layer.self_attn.attn_weights  # (B, H, Lt+Li, Lt+Li)
+    for w in cache.weights:  # (B, H, Lt+Li, Lt+Li) each
         assert np.all(w[1, :, :, [2, 3, 7, 8]] == 0.0)
         np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-12)
 
@@ -245,8 +137,8 @@ def test_user_mask_is_combined_with_padding() -> None:
     m = _small_model()
     text, image = randn(12, 2, 3, 3), randn(13, 2, 2, 4)
     causal = ops.causal_mask(5)
-    m.forward(text, image, mask=causal, image_lengths=np.array([2, 1]))
-    w = m.encoder.layers[0].self_attn.attn_weights
+    _, cache = m.forward(text, image, mask=causal, image_lengths=np.array([2, 1]))
+    w = cache.weights[0]
     assert np.all(w[:, :, ~causal] == 0.0)  # the mask's own zeros
     assert np.all(w[1, :, :, 4] == 0.0)  # row 1's padded image patch (joint position 4)
     assert np.all(w[0, :, 4, 4] > 0.0)  # row 0's last patch is real and visible to itself
@@ -259,22 +151,22 @@ def test_modality_embedding_tells_identical_tokens_apart() -> None:
     m.image_embedding.W.data[...] = m.text_embedding.W.data
     m.image_embedding.b.data[...] = m.text_embedding.b.data
     x = randn(15, 1, 1, 2)
-    out = m.forward(x, x)
+    out = m(x, x)
     assert not np.allclose(out[0, 0], out[0, 1])
     m.modality_embedding.weight.data[1] = m.modality_embedding.weight.data[0]
-    out = m.forward(x, x)
+    out = m(x, x)
     np.testing.assert_allclose(out[0, 0], out[0, 1], rtol=0, atol=1e-12)
 
 
 def test_float32_in_float32_out() -> None:
     m = MultimodalTransformer(3, 4, 8, 2, 1, 5, dtype=np.float32, positional="learned", rng=16)
-    out = m.forward(
+    out, cache = m.forward(
         randn(17, 2, 3, 3).astype(np.float32),
         randn(18, 2, 2, 4).astype(np.float32),
         text_lengths=np.array([3, 1]),
     )
     assert out.dtype == np.float32
-    d_text, d_image = m.backward(np.ones_like(out))
+    d_text, d_image = m.backward(np.ones_like(out), cache)
     assert d_text.dtype == np.float32 and d_image.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in m.parameters())
 
@@ -314,7 +206,7 @@ def test_defaults_follow_the_description() -> None:
             (2, 2, 4),
             {"text_lengths": np.array([3, 1, 2])},
             ValueError,
-            r"text_lengths: expected shape \(2,\) \(one length per batch row\), got \(3,\)",
+            r"text_lengths: expected 2 integer lengths \(one per batch row\), got shape \(3,\)",
         ),
         (
             (2, 3, 3),
@@ -327,8 +219,8 @@ def test_defaults_follow_the_description() -> None:
             (2, 3, 3),
             (2, 2, 4),
             {"text_lengths": np.array([3.0, 1.0])},
-            TypeError,
-            r"text_lengths: expected an integer dtype",
+            ValueError,
+            r"text_lengths: expected 2 integer lengths .*dtype float64",
         ),
         ((2, 3, 3), (2, 2, 4), {"mask": np.ones((5, 5))}, TypeError, r"mask: expected dtype bool"),
         (
@@ -336,7 +228,7 @@ def test_defaults_follow_the_description() -> None:
             (2, 2, 4),
             {"mask": np.ones((3, 3), dtype=bool)},
             ValueError,
-            r"mask: expected a shape that broadcasts to \(2, 2, 5, 5\)",
+            r"mask: a 2-D mask must broadcast to \(5, 5\), got \(3, 3\)",
         ),
     ],
 )
@@ -358,8 +250,8 @@ def test_bad_dtype_and_constructor_arguments() -> None:
         MultimodalTransformer(3, 4, 8, 3, 1, 5)
     with pytest.raises(ValueError, match=r"output_dim: expected a positive integer, got 0"):
         MultimodalTransformer(3, 4, 8, 2, 1, 0)
-    with pytest.raises(RuntimeError, match="backward called before forward"):
-        MultimodalTransformer(3, 4, 8, 2, 1, 5).backward(np.zeros((1, 4, 5)))
+    with pytest.raises(TypeError, match="cache: expected the MultimodalCache"):
+        MultimodalTransformer(3, 4, 8, 2, 1, 5).backward(np.zeros((1, 4, 5)), None)
 
 
 # ---------------------------------------------------------------- the checks can fail
@@ -383,7 +275,7 @@ def test_checker_passes_the_real_backward() -> None:
 def test_checker_rejects_a_dropped_positional_path(monkeypatch) -> None:
     """A learned-position backward that passes dx on but forgets its own weight gradient."""
     m, inputs, kwargs = _check_case()
-    monkeypatch.setattr(m.image_position, "backward", lambda d_out: d_out)
+    monkeypatch.setattr(m.image_position, "backward", lambda d_out, cache: (d_out,))
     report = check_module(m, inputs, kwargs=kwargs, name="model, no image position grad")
     failed = {t.name for t in report.tensors if not t.passed}
     assert failed == {"image_position.weight"}, str(report)
@@ -391,7 +283,7 @@ def test_checker_rejects_a_dropped_positional_path(monkeypatch) -> None:
 
 def test_checker_rejects_a_missing_modality_gradient(monkeypatch) -> None:
     m, inputs, kwargs = _check_case("sinusoidal")
-    monkeypatch.setattr(m.modality_embedding, "backward", lambda d_out: d_out)
+    monkeypatch.setattr(m.modality_embedding, "backward", lambda d_out, cache: (d_out,))
     report = check_module(m, inputs, kwargs=kwargs, name="model, no modality grad")
     failed = {t.name for t in report.tensors if not t.passed}
     assert failed == {"modality_embedding.weight"}, str(report)
@@ -399,7 +291,7 @@ def test_checker_rejects_a_missing_modality_gradient(monkeypatch) -> None:
 
 def test_attention_weights_of_every_layer_are_readable() -> None:
     m = _small_model()
-    m.forward(randn(24, 2, 3, 3), randn(25, 2, 4, 4))
-    shapes = [layer.self_attn.attn_weights.shape for layer in m.encoder.layers]
+    _, cache = m.forward(randn(24, 2, 3, 3), randn(25, 2, 4, 4))
+    shapes = [w.shape for w in cache.weights]
     assert shapes == [(2, 2, 7, 7)] * 2
-    assert math.isclose(float(m.encoder.attn_weights[0].sum()), 2 * 2 * 7, rel_tol=1e-12)
+    assert math.isclose(float(cache.weights[0].sum()), 2 * 2 * 7, rel_tol=1e-12)

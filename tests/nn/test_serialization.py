@@ -24,11 +24,11 @@ def test_round_trip_reproduces_the_outputs_exactly(tmp_path) -> None:
     text, image = _inputs()
     source, target = _model(1), _model(2)
     lengths = {"text_lengths": np.array([3, 1]), "image_lengths": np.array([4, 2])}
-    expected = source.forward(text, image, **lengths)
-    assert not np.array_equal(target.forward(text, image, **lengths), expected)
+    expected = source(text, image, **lengths)
+    assert not np.array_equal(target(text, image, **lengths), expected)
     save(source, tmp_path / "model.npz")
     load(target, tmp_path / "model.npz")
-    np.testing.assert_array_equal(target.forward(text, image, **lengths), expected)
+    np.testing.assert_array_equal(target(text, image, **lengths), expected)
     for (name, p), (_, q) in zip(source.named_parameters(), target.named_parameters(), strict=True):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
 
@@ -110,4 +110,4 @@ def test_float32_model_round_trip(tmp_path) -> None:
     save(source, tmp_path / "f32.npz")
     load(target, tmp_path / "f32.npz")
     text, image = (x.astype(np.float32) for x in _inputs())
-    np.testing.assert_array_equal(target.forward(text, image), source.forward(text, image))
+    np.testing.assert_array_equal(target(text, image), source(text, image))

@@ -9,6 +9,7 @@ import pytest
 
 from mmt_numpy.gradcheck import check_op
 from mmt_numpy.ops import (
+    SoftmaxCache,
     attention_backward,
     attention_forward,
     causal_mask,
@@ -68,38 +69,34 @@ def test_gradcheck(rng, config):
 
 def _dq_without_the_scale(d_out, cache):
     dq, dk, dv = attention_backward(d_out, cache)
-    return dq / cache[4], dk, dv  # the 1/√d_k forgotten in dq
+    return dq / cache.scale, dk, dv  # the 1/√d_k forgotten in dq
 
 
 def _no_scale_anywhere(d_out, cache):
     dq, dk, dv = attention_backward(d_out, cache)
-    return dq / cache[4], dk / cache[4], dv
+    return dq / cache.scale, dk / cache.scale, dv
 
 
 def _dk_without_the_transpose(d_out, cache):
-    q, k, v, weights, scale = cache
     dq, _, dv = attention_backward(d_out, cache)
-    d_scores = softmax_backward(d_out @ v.swapaxes(-1, -2), (weights,))
-    return dq, (d_scores @ q) * scale, dv
+    d_scores = softmax_backward(d_out @ cache.v.swapaxes(-1, -2), SoftmaxCache(cache.weights))
+    return dq, (d_scores @ cache.q) * cache.scale, dv
 
 
 def _dv_without_the_transpose(d_out, cache):
-    q, k, v, weights, scale = cache
     dq, dk, _ = attention_backward(d_out, cache)
-    return dq, dk, weights @ d_out
+    return dq, dk, cache.weights @ d_out
 
 
 def _softmax_jacobian_dropped(d_out, cache):
-    q, k, v, weights, scale = cache
     _, _, dv = attention_backward(d_out, cache)
-    d_scores = weights * (d_out @ v.swapaxes(-1, -2))  # y ⊙ g, missing - y Σ g y
-    return (d_scores @ k) * scale, (d_scores.swapaxes(-1, -2) @ q) * scale, dv
+    d_scores = cache.weights * (d_out @ cache.v.swapaxes(-1, -2))  # y ⊙ g, missing - y Σ g y
+    return (d_scores @ cache.k) * cache.scale, (d_scores.swapaxes(-1, -2) @ cache.q) * cache.scale, dv
 
 
 def _backward_forgets_the_mask(d_out, cache):
-    q, k, v, weights, scale = cache
-    unmasked, _ = softmax_forward((q @ k.swapaxes(-1, -2)) * scale)
-    return attention_backward(d_out, (q, k, v, unmasked, scale))
+    unmasked, _ = softmax_forward((cache.q @ cache.k.swapaxes(-1, -2)) * cache.scale)
+    return attention_backward(d_out, cache._replace(weights=unmasked))
 
 
 def _dk_off_by_a_tenth_of_a_percent(d_out, cache):

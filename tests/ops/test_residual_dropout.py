@@ -69,8 +69,7 @@ def test_dropout_gradcheck(rng, p):
 
 
 def _dropout_without_the_rescale(d_out, cache):
-    (scaled_keep,) = cache
-    return d_out * (scaled_keep > 0)  # forgets the 1/(1-p) of the forward
+    return d_out * (cache.scaled_keep > 0)  # forgets the 1/(1-p) of the forward
 
 
 def _dropout_ignoring_the_mask(d_out, cache):

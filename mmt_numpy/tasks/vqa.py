@@ -1,6 +1,6 @@
 """Training the §5 model end to end on the toy visual question answering of §6.1.
 
-``python -m mmt_numpy train [--out DIR] [--epochs N] [--seed S]`` builds train and test
+``python -m mmt_numpy train [--task vqa] [--out DIR] [--epochs N] [--seed S]`` builds train and test
 sets over disjoint scenes (:mod:`mmt_numpy.data`), trains an :class:`ImageTextModel` with
 Adam in minibatches, prints a line per epoch, ends with ``test accuracy: X`` and writes to
 ``DIR`` (default ``runs/vqa``):
@@ -29,116 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from mmt_numpy import data, ops
-from mmt_numpy.nn import Embedding, GridPositionalEmbedding, Module, MultimodalTransformer, save
-from mmt_numpy.nn.module import RngLike, as_float_dtype, as_generator
+from mmt_numpy.nn import ImageTextModel, save
+from mmt_numpy.nn.image_text import ImageTextCache, cls_logits_backward
+from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
-
-
-class ImageTextModel(Module):
-    """Token ids and image patches in, one output vector per position out.
-
-    ``Embedding(vocab_size, hidden_dim)`` turns ids into vectors, then the §5
-    ``MultimodalTransformer(hidden_dim, patch_dim, hidden_dim, ...)`` encodes text and
-    patches together.  Read ``out[:, 0]`` (the ``[CLS]`` position) for a classifier, or
-    ``out[:, :Lt]`` for masked-token prediction with ``output_dim = vocab_size``.
-
-    Submodules: ``token_embedding``, ``transformer`` (its attention maps are
-    ``transformer.encoder.layers[i].self_attn.attn_weights``, ``(B, H, Lt+Li, Lt+Li)``).
-
-    Image positions: by default ``transformer.image_position`` is the §5 model's learned
-    1-D table over the patches in reading order.  With ``image_grid=(rows, columns)`` it is
-    a :class:`~mmt_numpy.nn.GridPositionalEmbedding` instead (a learned row vector plus a
-    learned column vector per patch), initialised at ``grid_std``, the order of the patch
-    features it is added to (rms about 0.24 for the toy images at initialisation).  Spatial
-    questions need it: with the 1-D table, initialised at 0.002, the column of a patch is
-    all but invisible at first, and "left of" sits at chance for many epochs.
-
-    Args:
-        vocab_size: number of token ids.
-        patch_dim: width of each image patch vector (``patch * patch * 3``).
-        output_dim: width of each output vector (number of answers, or ``vocab_size``).
-        hidden_dim, num_heads, num_layers, d_ff: the encoder's sizes.
-        max_len: the longest text and the longest patch sequence accepted.
-        image_grid: ``(rows, columns)`` of the patch grid for 2-D image positions; the image
-            then has exactly ``rows * columns`` patches.  None: the 1-D table.
-        grid_std: the initial standard deviation of the row and column vectors.
-        dtype, rng: parameter dtype and initialisation generator.
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        patch_dim: int,
-        output_dim: int,
-        *,
-        hidden_dim: int = 32,
-        num_heads: int = 4,
-        num_layers: int = 2,
-        d_ff: int = 64,
-        max_len: int = 16,
-        image_grid: tuple[int, int] | None = None,
-        grid_std: float = 0.3,
-        dtype: object = np.float64,
-        rng: RngLike = None,
-    ) -> None:
-        self.dtype = as_float_dtype(dtype)
-        gen = as_generator(rng)
-        self.token_embedding = Embedding(vocab_size, hidden_dim, dtype=self.dtype, rng=gen)
-        self.transformer = MultimodalTransformer(
-            hidden_dim,
-            patch_dim,
-            hidden_dim,
-            num_heads,
-            num_layers,
-            output_dim,
-            d_ff=d_ff,
-            max_len=max_len,
-            positional="learned",
-            norm_first=True,
-            final_norm=True,
-            dtype=self.dtype,
-            rng=gen,
-        )
-        # The word table starts at N(0, 1) (torch.nn.Embedding's default), far louder than the
-        # patch features (rms ~0.24); shrink it tenfold.  The 1-D position tables start at
-        # N(0, 0.02²) and are shrunk with it, to 0.002: fine for the text (these questions do
-        # not need word order), but for the image it hides the column of a patch (see above).
-        for p in (
-            self.token_embedding.weight,
-            self.transformer.text_position.weight,
-            self.transformer.image_position.weight,
-        ):
-            p.data *= 0.1
-        if image_grid is not None:
-            # Same contract as the 1-D table (x -> x + positions, dx = d_out), so the §5 model
-            # calls it unchanged; made last, so every other initial value stays the same.
-            self.transformer.image_position = GridPositionalEmbedding(
-                image_grid, hidden_dim, std=grid_std, dtype=self.dtype, rng=gen
-            )
-
-    def forward(
-        self, ids: np.ndarray, patches: np.ndarray, text_lengths: np.ndarray | None = None
-    ) -> np.ndarray:
-        """``ids (B, Lt)`` int, ``patches (B, Li, patch_dim)`` -> ``(B, Lt+Li, output_dim)``.
-
-        ``text_lengths (B,)`` counts the real tokens of each row; padded text positions
-        (``>= text_lengths``) are masked out as keys.
-        """
-        text = self.token_embedding.forward(ids)  # (B, Lt, hidden)
-        return self.transformer.forward(text, patches, text_lengths=text_lengths)
-
-    def backward(self, d_out: np.ndarray) -> tuple[None, np.ndarray]:
-        """``d_out (B, Lt+Li, output_dim)`` -> ``(None, d_patches)`` (ids have no gradient)."""
-        d_text, d_patches = self.transformer.backward(d_out)  # out = transformer(text, patches)
-        self.token_embedding.backward(d_text)  # text = token_embedding(ids)
-        return None, d_patches
-
-
-def cls_logits_backward(d_logits: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
-    """Gradient of ``logits = out[:, 0]``: ``d_logits (B, C)`` placed at position 0 of ``(B, L, C)``."""
-    d_out = np.zeros(out_shape, dtype=d_logits.dtype)
-    d_out[:, 0] = d_logits  # logits = out[:, 0]
-    return d_out
 
 
 def predict(
@@ -146,15 +40,16 @@ def predict(
 ) -> np.ndarray:
     """``(N,)`` the arg-max answer at ``[CLS]`` for every question, in batches."""
     preds = [
-        model.forward(ids[s : s + batch_size], patches[s : s + batch_size], lengths[s : s + batch_size])[
-            :, 0
-        ].argmax(-1)
+        model(ids[s : s + batch_size], patches[s : s + batch_size], lengths[s : s + batch_size])[:, 0].argmax(
+            -1
+        )
         for s in range(0, len(ids), batch_size)
     ]
     return np.concatenate(preds)
 
 
 IMAGE_POSITIONS = ("grid", "sequence")
+DEFAULT_EPOCHS = 12
 
 
 @dataclass
@@ -166,7 +61,7 @@ class TrainConfig:
     order, which leaves "left of" at chance for many epochs).
     """
 
-    epochs: int = 12
+    epochs: int = DEFAULT_EPOCHS
     seed: int = 0
     train_scenes: int = 3000
     test_scenes: int = 500
@@ -229,10 +124,10 @@ def train_vqa(config: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         epoch_losses = []
         for s in range(0, len(order), config.batch_size):
             idx = order[s : s + config.batch_size]
-            out = model.forward(train_set.ids[idx], train_patches[idx], train_set.lengths[idx])
-            loss, cache = ops.cross_entropy_forward(out[:, 0], train_set.answers[idx])
+            out, cache = model.forward(train_set.ids[idx], train_patches[idx], train_set.lengths[idx])
+            loss, loss_cache = ops.cross_entropy_forward(out[:, 0], train_set.answers[idx])
             optimizer.zero_grad()
-            model.backward(cls_logits_backward(ops.cross_entropy_backward(1.0, cache), out.shape))
+            model.backward(cls_logits_backward(ops.cross_entropy_backward(1.0, loss_cache), out.shape), cache)
             optimizer.step()
             epoch_losses.append(float(loss))
         result.step_losses.extend(epoch_losses)
@@ -252,16 +147,17 @@ def train_vqa(config: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     return result
 
 
-def text_to_image_attention(model: ImageTextModel, Lt: int, layer: int) -> np.ndarray:
-    """``(B, Lt, Li)`` the last forward's text-to-image attention of one layer, heads averaged.
+def text_to_image_attention(cache: ImageTextCache, layer: int) -> np.ndarray:
+    """``(B, Lt, Li)`` one layer's text-to-image attention in a forward's cache, heads averaged.
 
-    ``Lt`` is the (padded) text length of that forward: rows ``:Lt`` are the text queries and
-    columns ``Lt:`` the image keys of ``attn_weights (B, H, Lt+Li, Lt+Li)``.
+    Rows ``:Lt`` of that layer's weights ``(B, H, Lt+Li, Lt+Li)`` are the text queries and
+    columns ``Lt:`` the image keys (``Lt`` is the padded text length of that forward).
 
     Each text query's weights over the image keys are renormalised to sum to 1, so they
     read as "where in the image this token looks" even when it also attends to text.
     """
-    weights = model.transformer.encoder.layers[layer].self_attn.attn_weights  # (B, H, L, L)
+    Lt = cache.transformer.Lt
+    weights = cache.weights[layer]  # (B, H, L, L)
     to_image = weights[:, :, :Lt, Lt:].mean(axis=1)
     return to_image / np.maximum(to_image.sum(axis=-1, keepdims=True), 1e-12)
 
@@ -274,8 +170,8 @@ def key_patch_attention(result: TrainResult, layer: int) -> float:
     """
     test = result.test_set
     patches = test.patches(result.model.dtype)
-    result.model.forward(test.ids, patches, test.lengths)
-    attn = text_to_image_attention(result.model, test.ids.shape[1], layer)
+    _, cache = result.model.forward(test.ids, patches, test.lengths)
+    attn = text_to_image_attention(cache, layer)
     word = np.argmax(test.ids == data.TOKENIZER.ids["the"], axis=1) + 1
     rows = np.arange(len(test))
     return float(attn[rows, word, test.key_patch()].mean())
@@ -313,12 +209,13 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
     for n, q in enumerate(picks):
         ids, lengths = test.ids[q : q + 1], test.lengths[q : q + 1]
         patches = test.patches(result.model.dtype)[q : q + 1]
-        logits = result.model.forward(ids, patches, lengths)[0, 0]
+        outputs, cache = result.model.forward(ids, patches, lengths)
+        logits = outputs[0, 0]
         tokens = ["[CLS]", *data.TOKENIZER.decode(ids)[0].split()]
         word = tokens.index("the") + 1
         answer = data.ANSWERS[int(logits.argmax())]
         for layer in range(num_layers):
-            attn = text_to_image_attention(result.model, ids.shape[1], layer)[0, : len(tokens)]
+            attn = text_to_image_attention(cache, layer)[0, : len(tokens)]
             fig = plot_cross_modal(
                 attn.astype(np.float64),
                 test.images[test.image_index[q]],
