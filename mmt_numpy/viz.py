@@ -5,7 +5,7 @@ notebook shows it by leaving it as the cell's last expression and a script saves
 ``fig.savefig(path)``.  Nothing here calls ``plt.show()`` or touches pyplot's global
 state, so the functions work the same under any backend (the tests use ``Agg``).
 
-Conventions shared by every plot (DESIGN.md, "Attention maps"):
+Conventions shared by every plot:
 
 * a weight matrix is ``(Lq, Lk)``: **keys on the x axis, queries on the y axis**, so row i
   reads "where query i looks";
