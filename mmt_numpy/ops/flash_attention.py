@@ -66,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mmt_numpy.ops.attention import _check_qkv
-from mmt_numpy.validate import float_array, positive_int, real_number
+from mmt_numpy.validate import grad_output, positive_int, real_number
 
 
 class FlashCache(NamedTuple):
@@ -355,11 +355,7 @@ def flash_attention_backward(
         row and every masked key contribute exactly zero.
     """
     q, k, v, out, lse, scale, causal, window, key_lengths, block_size = cache
-    float_array("d_out", d_out)
-    if d_out.shape != out.shape:
-        raise ValueError(f"d_out: expected shape {out.shape} (the output's), got {d_out.shape}")
-    if d_out.dtype != out.dtype:
-        raise TypeError(f"d_out: expected dtype {out.dtype} (the output's), got {d_out.dtype}")
+    grad_output(d_out, out.shape, out.dtype)
     Lq, Lk = q.shape[-2], k.shape[-2]
 
     D = _rowsum_dout_out(d_out, out)  # (..., Lq, 1)
