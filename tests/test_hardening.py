@@ -28,7 +28,7 @@ import mmt_numpy.gradcheck
 from mmt_numpy import data, nn, ops
 from mmt_numpy.checks import all_cases, randn
 from mmt_numpy.gradcheck import GradcheckReport, check_tensor
-from mmt_numpy.nn.image_text import ImageTextModel
+from mmt_numpy.nn import ImageTextModel
 from mmt_numpy.optim import SGD, Adam, AdamW
 
 # ----------------------------------------------------------------------------- d_out audit
@@ -155,12 +155,21 @@ def test_a_float64_d_out_into_a_float32_linear_is_refused() -> None:
     assert not layer.W.grad.any()
 
 
+def test_a_float64_d_out_into_float32_linear_op_is_refused() -> None:
+    """The op beneath Linear: a float64 d_out used to come back as a float64 dx and dW."""
+    x, W, b = (randn(i, *shape).astype(np.float32) for i, shape in enumerate([(4, 3), (3, 2), (2,)]))
+    out, cache = ops.linear_forward(x, W, b)
+    with pytest.raises(TypeError, match=r"d_out: expected dtype float32"):
+        ops.linear_backward(np.ones(out.shape), cache)
+
+
 def test_dense_attention_refuses_a_broadcastable_d_out() -> None:
-    """Item 5 as reported: a (B, H, 1, d_v) d_out used to broadcast against (B, H, Lq, d_v)."""
+    """Item 5 as reported: a d_out of shape (1, H, Lq, d_v) used to broadcast against the batch of
+    2 and return gradients computed from the wrong upstream."""
     q, k, v = randn(0, 2, 2, 3, 4), randn(1, 2, 2, 5, 4), randn(2, 2, 2, 5, 4)
     out, cache = ops.attention_forward(q, k, v)
     with pytest.raises(ValueError, match=r"d_out: expected shape \(2, 2, 3, 4\)"):
-        ops.attention_backward(np.ones((2, 2, 1, 4)), cache)
+        ops.attention_backward(np.ones((1, 2, 3, 4)), cache)
 
 
 def test_the_probe_catches_an_unchecked_backward_and_a_late_check() -> None:
