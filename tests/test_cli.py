@@ -272,3 +272,18 @@ def test_output_dir_and_input_file(tmp_path) -> None:
     assert made.is_dir()
     with pytest.raises(cli.CommandLineError, match=r"^argument --out: cannot create the folder"):
         cli.make_output_dir("--out", afile / "sub")
+
+
+def test_train_passes_checked_arguments_to_the_task(tmp_path, monkeypatch) -> None:
+    """After the checks, train creates the output folder and hands the values to the task."""
+    from mmt_numpy.tasks import vqa
+
+    calls = []
+    monkeypatch.setattr(vqa, "main", lambda **kwargs: calls.append(kwargs) or 1.0)
+    assert main(["train", "--out", str(tmp_path / "a" / "b"), "--epochs", "2", "--seed", "3"]) == 0
+    assert calls == [{"out": str(tmp_path / "a" / "b"), "epochs": 2, "seed": 3}]
+    assert (tmp_path / "a" / "b").is_dir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"]) == 0  # the default folder, runs/<task>, relative to the working folder
+    assert calls[-1] == {"out": str(Path("runs/vqa")), "epochs": None, "seed": 0}
+    assert (tmp_path / "runs" / "vqa").is_dir()
