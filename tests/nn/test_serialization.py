@@ -117,20 +117,26 @@ def test_float32_model_round_trip(tmp_path) -> None:
     "saved_as, loaded_as", [("w", "w"), ("w", "w.npz"), ("w.npz", "w"), ("w.npz", "w.npz")]
 )
 def test_either_spelling_of_the_suffix_round_trips(tmp_path, saved_as, loaded_as) -> None:
-    """NumPy appends .npz on save; load reads the file that save wrote, whichever way it is spelled."""
+    """NumPy appends .npz on save; load reads the file that save wrote, whichever way it is spelled
+    (save(m, "weights") then load(m, "weights") raised FileNotFoundError)."""
     source, target = Linear(3, 2, rng=1), Linear(3, 2, rng=2)
-    written = save(source, tmp_path / saved_as)
-    assert written == tmp_path / "w.npz" and written.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
+    save(source, tmp_path / saved_as)
     load(target, tmp_path / loaded_as)
     np.testing.assert_array_equal(target.W.data, source.W.data)
-    # ... and as a str as well as a Path
-    load(target, str(tmp_path / loaded_as))
+    load(target, str(tmp_path / loaded_as))  # a str as well as a Path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
+
+
+def test_save_returns_the_path_it_wrote(tmp_path) -> None:
+    assert save(Linear(3, 2), tmp_path / "w") == tmp_path / "w.npz"
+    assert save(Linear(3, 2), str(tmp_path / "v.npz")) == tmp_path / "v.npz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npz", "w.npz"]
 
 
 def test_an_archive_renamed_without_its_suffix_still_loads(tmp_path) -> None:
     source, target = Linear(3, 2, rng=1), Linear(3, 2, rng=2)
-    save(source, tmp_path / "w.npz").rename(tmp_path / "w")
+    save(source, tmp_path / "w.npz")
+    (tmp_path / "w.npz").rename(tmp_path / "w")
     load(target, tmp_path / "w")
     np.testing.assert_array_equal(target.W.data, source.W.data)
 
