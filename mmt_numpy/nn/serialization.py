@@ -1,20 +1,27 @@
 """Saving and loading a module's parameters as a ``.npz`` archive (``torch.save(model.state_dict())``).
 
 The file holds one array per parameter, keyed by its dotted name from
-``named_parameters()`` (``"encoder.layers.0.self_attn.W_q"``), and nothing else: no code,
-no pickles.  Loading uses ``np.load(..., allow_pickle=False)``, so a file from an untrusted
-source can at worst hold wrong numbers, never run anything.  Loading is strict: a missing,
-unexpected, mis-shaped or wrongly typed array is refused, all of them named in one message,
-and nothing is copied unless everything fits.
+``named_parameters()`` (``"encoder.layers.0.self_attn.W_q"``), and, when ``save`` is given a
+``config``, one more entry under :data:`CONFIG_KEY`: the model's configuration as JSON text in
+a NumPy string array, so that a command can rebuild the model that made the file
+(:func:`load_config`).  No code, no pickles.  Loading uses ``np.load(..., allow_pickle=False)``,
+so a file from an untrusted source can at worst hold wrong numbers, never run anything.
+Loading is strict: a missing, unexpected, mis-shaped or wrongly typed array is refused, all
+of them named in one message, and nothing is copied unless everything fits.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from mmt_numpy.nn.module import Module
+
+# The archive entry holding the configuration; no parameter name can clash with it, since
+# ``named_parameters`` names are dotted attribute paths and never start with an underscore.
+CONFIG_KEY = "__config__"
 
 
 def _check_module(module: object) -> Module:
@@ -66,19 +73,59 @@ def load_state_dict(module: Module, state: dict[str, np.ndarray]) -> None:
         p.data[...] = state[name]
 
 
-def save(module: Module, path: str | os.PathLike) -> None:
+def save(module: Module, path: str | os.PathLike, config: dict | None = None) -> None:
     """Write ``state_dict(module)`` to ``path``, a ``.npz`` archive (uncompressed).
 
     NumPy appends ``.npz`` when ``path`` does not end with it.
+
+    Args:
+        module: the model whose parameters are written.
+        path: the file to write.
+        config: optional JSON-serialisable dict (sizes, vocabulary, answers ...) stored beside
+            the parameters as a string array under :data:`CONFIG_KEY`; read back with
+            :func:`load_config`.  :func:`load` ignores it.
     """
-    np.savez(path, **state_dict(module))
+    state = state_dict(module)
+    if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a dict (JSON object), got {type(config).__name__}")
+        state[CONFIG_KEY] = np.array(json.dumps(config, sort_keys=True))  # a 0-d unicode array, not a pickle
+    np.savez(path, **state)
+
+
+def load_config(path: str | os.PathLike) -> dict | None:
+    """The configuration :func:`save` stored in ``path``, or None when the file has none.
+
+    Raises:
+        ValueError: the entry is not JSON text describing an object.
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        if CONFIG_KEY not in archive.files:
+            return None
+        entry = archive[CONFIG_KEY]
+    if entry.dtype.kind != "U" or entry.shape != ():
+        raise ValueError(
+            f"path: expected {CONFIG_KEY} to be one JSON string in {path}, got {entry.dtype} {entry.shape}"
+        )
+    try:
+        config = json.loads(str(entry))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"path: {CONFIG_KEY} in {path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"path: expected {CONFIG_KEY} in {path} to hold a JSON object, got {type(config).__name__}"
+        )
+    return config
 
 
 def load(module: Module, path: str | os.PathLike) -> None:
-    """Read a ``.npz`` written by :func:`save` into ``module`` (see :func:`load_state_dict`)."""
+    """Read a ``.npz`` written by :func:`save` into ``module`` (see :func:`load_state_dict`).
+
+    A stored configuration (:func:`load_config`) is skipped: it is not a parameter.
+    """
     loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(f"path: expected a .npz archive written by save(), got a single array in {path}")
     with loaded as archive:
-        state = {name: archive[name] for name in archive.files}
+        state = {name: archive[name] for name in archive.files if name != CONFIG_KEY}
     load_state_dict(module, state)
