@@ -118,7 +118,9 @@ def test_quantisation_round_trip():
 def test_two_layers_four_heads_100_tokens_under_2_mb():
     """The size the issue budgets: 8 examples of 10 text tokens + a 9 x 10 patch grid."""
     rng = np.random.default_rng(1)
-    model = ImageTextModel(len(data.TOKENIZER), 12, 6, num_heads=4, num_layers=2, max_len=90, image_grid=(9, 10))
+    model = ImageTextModel(
+        len(data.TOKENIZER), 12, 6, num_heads=4, num_layers=2, max_len=90, image_grid=(9, 10)
+    )
     ids = rng.integers(5, len(data.TOKENIZER), size=(8, 10))
     ids[:, 0] = data.CLS_ID
     patches = rng.standard_normal((8, 90, 12))
