@@ -70,11 +70,13 @@ def _usage_error(argument: str, problem: str) -> int:
 
 def _easy_vqa_missing() -> str | None:
     """Why easy-VQA cannot be read here, or None."""
-    import importlib.util
+    from mmt_numpy.data.easy_vqa import require_package
 
-    from mmt_numpy.data.easy_vqa import INSTALL_HINT
-
-    return None if importlib.util.find_spec("easy_vqa") else INSTALL_HINT
+    try:
+        require_package()
+    except ModuleNotFoundError as error:
+        return str(error)
+    return None
 
 
 def _check_params(path: str) -> tuple[object, object, dict] | str:

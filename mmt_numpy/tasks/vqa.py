@@ -116,7 +116,7 @@ class TrainConfig:
 # of a few seconds, as the test suite runs it).
 DATASET_DEFAULTS = {
     "toy": {},
-    "easy-vqa": {"dataset": "easy-vqa", "epochs": 20, "lr": 2e-3, "lr_schedule": "cosine"},
+    "easy-vqa": {"dataset": "easy-vqa", "epochs": 40, "lr": 2e-3, "lr_schedule": "cosine"},
 }
 QUICK = {
     "toy": {"epochs": 2, "train_scenes": 200, "test_scenes": 40},
