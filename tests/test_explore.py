@@ -42,12 +42,11 @@ def _toy_model(**kwargs) -> ImageTextModel:
     )
 
 
-@pytest.fixture(scope="module")
-def toy_page() -> tuple[ExplorerPage, ImageTextModel, tuple]:
+def _toy_page(build=explore) -> tuple[ExplorerPage, ImageTextModel, tuple]:
     model = _toy_model()
     batch = _toy_batch()
     ids, patches, images, lengths, answers = batch
-    page = explore(
+    page = build(
         model,
         ids,
         patches,
@@ -60,6 +59,11 @@ def toy_page() -> tuple[ExplorerPage, ImageTextModel, tuple]:
         source="seeded",
     )
     return page, model, batch
+
+
+@pytest.fixture(scope="module")
+def toy_page() -> tuple[ExplorerPage, ImageTextModel, tuple]:
+    return _toy_page()
 
 
 def _payload(page_html: str) -> dict:
@@ -142,19 +146,8 @@ def test_jupyter_displays_it_in_an_iframe(toy_page):
 
 
 def test_viz_explore_is_the_same_page(toy_page):
-    page, model, (ids, patches, images, lengths, answers) = toy_page
-    again = viz.explore(
-        model,
-        ids,
-        patches,
-        images,
-        lengths,
-        vocab=data.TOKENIZER.vocab,
-        answers=data.ANSWERS,
-        targets=answers,
-        title="toy <page> & §5",
-        source="seeded",
-    )
+    page, _, _ = toy_page
+    again, _, _ = _toy_page(build=viz.explore)
     assert isinstance(again, ExplorerPage) and again.html == page.html
 
 
