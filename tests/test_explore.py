@@ -193,32 +193,42 @@ def test_explore_command_writes_a_seeded_page(tmp_path, capsys):
     assert [e["question"].split()[0] for e in payload["examples"]] == ["what", "is", "what"]
 
 
+def _one_line_error(capsys, argv: list[str]) -> str:
+    """Run ``main(argv)``: exit code 2 (raised by argparse or returned), one line on stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--examples", "0"], "--examples: expected an integer from 1 to 64, got 0"),
-        (["--out", "page.txt"], "--out: expected a file name ending in .html"),
-        (["--params", "missing.npz"], "--params: no such file"),
-        (["--screenshot", "shot.jpg"], "--screenshot: expected a file name ending in .png"),
+        (["--examples", "0"], "argument --examples: expected a positive integer, got '0'"),
+        (["--examples", "65"], "argument --examples: expected at most 64, got 65"),
+        (["--out", "page.txt"], "argument --out: expected a file name ending in .html or .htm"),
+        (["--params", "missing.npz"], "argument --params: expected an existing file"),
+        (["--screenshot", "shot.jpg"], "argument --screenshot: expected a file name ending in .png"),
     ],
 )
 def test_explore_command_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["explore", *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1, err
+    err = _one_line_error(capsys, ["explore", *argv])
+    assert err.startswith(f"python -m mmt_numpy explore: error: {message}"), err
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_explore_command_refuses_a_folder_and_a_file_without_configuration(tmp_path, capsys):
     (tmp_path / "dir.html").mkdir()
-    assert main(["explore", "--out", str(tmp_path / "dir.html")]) == 2
-    assert "--out: expected a file, got the folder" in capsys.readouterr().err
+    err = _one_line_error(capsys, ["explore", "--out", str(tmp_path / "dir.html")])
+    assert "argument --out: expected a file, got" in err and "which is a folder" in err
     bare = tmp_path / "bare.npz"
     from mmt_numpy.nn import save
 
     save(_toy_model(), bare)  # parameters only, as train wrote them before configurations
-    assert main(["explore", "--params", str(bare), "--out", str(tmp_path / "p.html")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("--params: ") and "no configuration" in err and err.count("\n") == 1
+    err = _one_line_error(capsys, ["explore", "--params", str(bare), "--out", str(tmp_path / "p.html")])
+    assert "argument --params: " in err and "no configuration" in err
     assert not (tmp_path / "p.html").exists()

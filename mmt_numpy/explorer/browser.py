@@ -79,8 +79,10 @@ def open_page(path: str | Path, width: int = 1500, height: int = 1050, timeout: 
             driver.set_page_load_timeout(timeout)
             driver.get(Path(path).resolve().as_uri())
             WebDriverWait(driver, timeout).until(
-                lambda d: d.execute_script("return document.body.dataset.ready === 'true'")
-                or d.execute_script("return (window.__explorerErrors || []).length > 0")
+                lambda d: (
+                    d.execute_script("return document.body.dataset.ready === 'true'")
+                    or d.execute_script("return (window.__explorerErrors || []).length > 0")
+                )
             )
             yield driver
         finally:

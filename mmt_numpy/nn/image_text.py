@@ -17,6 +17,7 @@ import numpy as np
 from mmt_numpy.nn.embedding import Embedding, EmbeddingCache, GridPositionalEmbedding
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.nn.multimodal import MultimodalCache, MultimodalTransformer
+from mmt_numpy.validate import non_negative_number
 
 
 class ImageTextCache(NamedTuple):
@@ -76,6 +77,7 @@ class ImageTextModel(Module):
         dtype: object = np.float64,
         rng: RngLike = None,
     ) -> None:
+        grid_std = non_negative_number("grid_std", grid_std)
         self.dtype = as_float_dtype(dtype)
         # The sizes that rebuild this architecture (ImageTextModel(**config)), JSON-ready so
         # that save(..., config=) can store them beside the parameters.

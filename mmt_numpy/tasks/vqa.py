@@ -48,7 +48,7 @@ from mmt_numpy.nn.image_text import ImageTextCache, cls_logits_backward
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
 from mmt_numpy.tasks.vqa_inputs import DATASETS, INPUTS, TOY, VQAInputs, load_model, saved_config
-from mmt_numpy.validate import positive_int
+from mmt_numpy.validate import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from mmt_numpy.explorer import ExplorerPage
@@ -413,9 +413,9 @@ def main(
     ``dataset`` and ``quick`` pick the configuration (:func:`dataset_config`); ``epochs``,
     when given, replaces its number of epochs.
     """
-    config = dataset_config(dataset, quick=quick, seed=seed)
+    config = dataset_config(dataset, quick=quick, seed=non_negative_int("seed", seed))
     if epochs is not None:
-        config.epochs = epochs
+        config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
     log("config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()))
     result = train_vqa(config, log)
     if config.dataset == "toy":  # only the toy scenes know where each shape is
