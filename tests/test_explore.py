@@ -189,8 +189,9 @@ def test_explore_command_writes_a_seeded_page(tmp_path, capsys):
     payload = _payload(out.read_text(encoding="ascii"))
     assert len(payload["examples"]) == 3
     assert "untrained model, seeded with 0" in payload["source"]
-    # varied question types: colour, yes/no, colour
+    # varied question types (colour, yes/no, colour), each about another picture
     assert [e["question"].split()[0] for e in payload["examples"]] == ["what", "is", "what"]
+    assert len({e["image"] for e in payload["examples"]}) == 3
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:

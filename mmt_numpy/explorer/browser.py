@@ -95,12 +95,16 @@ def page_errors(driver: object) -> list[str]:
     return logged + list(driver.execute_script("return window.__explorerErrors || []"))
 
 
-def screenshot(html: str | Path, png: str | Path, *, layer: int = -1, head: int = 0, word: int = -1) -> Path:
-    """Open the page, show one state, save a PNG of the window; returns the PNG's path.
+def screenshot(
+    html: str | Path, png: str | Path, *, layer: int = 0, head: int = 0, word: int = -1, overlay: bool = True
+) -> Path:
+    """Open the page, show one state, save a PNG of the whole page; returns the PNG's path.
 
     The state: the map of ``layer`` (negative counts from the last) and ``head`` enlarged
-    in the model view (which also selects them), and the text token ``word`` of the first
-    example focused in the cross-modal view (negative: the last real word, ``?`` excluded).
+    in the model view (which also selects them), then, with ``overlay``, all heads overlaid
+    (the key ``a``: the head view in every head's colour, the cross-modal view averaged over
+    the heads), and the text token ``word`` of the first example focused in the cross-modal
+    view (negative: the last real word, ``?`` excluded).
 
     Raises:
         RuntimeError: no browser, or the page reported errors.
@@ -110,12 +114,13 @@ def screenshot(html: str | Path, png: str | Path, *, layer: int = -1, head: int 
     with open_page(html) as driver:
         driver.execute_script(
             """
-            const [layer, head, word] = arguments;
+            const [layer, head, word, overlay] = arguments;
             const thumbs = document.querySelectorAll('#grid canvas.thumb');
             const layers = document.querySelectorAll('#layers button').length;
             const heads = document.querySelectorAll('#heads button.head').length;
             const l = (layer + layers) % layers;
             thumbs[l * heads + head].click();
+            if (overlay) document.dispatchEvent(new KeyboardEvent('keydown', {key: 'a', bubbles: true}));
             const words = [...document.querySelectorAll('#words .word:not(.masked)')];
             const real = words.filter((w) => w.textContent.trim() !== '?');
             (word < 0 ? real[real.length + word] : words[word]).focus();
@@ -123,6 +128,7 @@ def screenshot(html: str | Path, png: str | Path, *, layer: int = -1, head: int 
             layer,
             head,
             word,
+            overlay,
         )
         errors = page_errors(driver)
         if errors:

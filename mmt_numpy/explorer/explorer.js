@@ -341,6 +341,8 @@
       top = Math.max.apply(null, values) || 1;
       for (p = 0; p < P; p++) {
         cells[p].style.background = css(colour("inferno", values[p] / top), 0.55);
+        cells[p].style.color = values[p] / top > 0.6 ? "#000" : ""; // dark text on the bright end
+        cells[p].style.textShadow = values[p] / top > 0.6 ? "none" : "";
         cells[p].textContent = P <= 64 ? format(values[p]) : "";
         cells[p].classList.remove("active");
       }

@@ -282,18 +282,30 @@ def key_patch_attention(result: TrainResult, layer: int) -> float:
 
 
 def _example_picks(test: data.ImageQuestions, answers: tuple[str, ...], count: int = 3) -> list[int]:
-    """``count`` test questions of varied types: the first of each question type, the second of each ...
+    """``count`` test questions of varied types, each about another image while there are enough.
 
-    (For the toy set and ``count=3``: the first colour question, the first "left of", the
-    second colour question.)  Raises ValueError when the set has fewer questions.
+    The types take turns (colour, shape, yes/no, colour ..., as ``data.QUESTION_TYPES``), and
+    each turn takes the first question of its type whose image has not been shown yet; once
+    every image has been used, repeats are allowed.  Raises ValueError when the set has fewer
+    than ``count`` questions.
     """
+    if count > len(test):
+        raise ValueError(f"count: expected at most {len(test)} (the questions available), got {count}")
     kinds = np.array([data.question_type(a) for a in answers])[test.answers]
-    by_kind = [np.flatnonzero(kinds == kind) for kind in data.QUESTION_TYPES if (kinds == kind).any()]
-    # round r takes the r-th question of every type, in QUESTION_TYPES order
-    picks = [int(rows[r]) for r in range(max(map(len, by_kind))) for rows in by_kind if r < len(rows)]
-    if count > len(picks):
-        raise ValueError(f"count: expected at most {len(picks)} (the questions available), got {count}")
-    return picks[:count]
+    queues = [list(np.flatnonzero(kinds == kind)) for kind in data.QUESTION_TYPES if (kinds == kind).any()]
+    picks: list[int] = []
+    shown: set[int] = set()
+    while len(picks) < count:
+        for queue in queues:
+            fresh = [q for q in queue if int(test.image_index[q]) not in shown]
+            if queue and len(picks) < count:
+                q = int((fresh or queue)[0])
+                queue.remove(q)
+                picks.append(q)
+                shown.add(int(test.image_index[q]))
+        if len(shown) == len(test.images):
+            shown.clear()  # every image used: repeats from now on
+    return picks
 
 
 def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = print) -> list[Path]:
@@ -306,8 +318,6 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from mmt_numpy.viz import plot_cross_modal
 
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "params.npz"]
@@ -329,16 +339,33 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
     fig.savefig(out / "loss_curve.png", dpi=110)
     written.append(out / "loss_curve.png")
 
-    tokenizer = result.inputs.tokenizer
-    key_words = {*SHAPE_NAMES, *result.inputs.answers, "shape"} - {"yes", "no"}
-    image_patches = test.image_patches(result.model.dtype)
-    num_layers = len(result.model.transformer.encoder.layers)
-    for n, q in enumerate(_example_picks(test, result.inputs.answers)):
+    written += save_attention_maps(result.model, result.inputs, test, out)
+    for path in written:
+        log(f"wrote {path}")
+    return written
+
+
+def save_attention_maps(
+    model: ImageTextModel, inputs: VQAInputs, test: data.ImageQuestions, out: Path, count: int = 3
+) -> list[Path]:
+    """``attention_q{n}_layer{l}.png``: cross-modal attention on ``count`` test questions of varied types.
+
+    Each shows, over the picture, where the question's key words (shape and colour names,
+    "shape") and ``[CLS]`` look in one layer, heads averaged (:func:`text_to_image_attention`).
+    """
+    from mmt_numpy.viz import plot_cross_modal
+
+    tokenizer = inputs.tokenizer
+    key_words = {*SHAPE_NAMES, *inputs.answers, "shape"} - {"yes", "no"}
+    image_patches = test.image_patches(model.dtype)
+    num_layers = len(model.transformer.encoder.layers)
+    written = []
+    for n, q in enumerate(_example_picks(test, inputs.answers, count)):
         ids, lengths = test.ids[q : q + 1], test.lengths[q : q + 1]
-        outputs, cache = result.model.forward(ids, image_patches[test.image_index[q : q + 1]], lengths)
+        outputs, cache = model.forward(ids, image_patches[test.image_index[q : q + 1]], lengths)
         tokens = ["[CLS]", *tokenizer.decode(ids)[0].split()]
         words = [t for t, token in enumerate(tokens) if token in key_words][:2]
-        answer = result.inputs.answers[int(outputs[0, 0].argmax())]
+        answer = inputs.answers[int(outputs[0, 0].argmax())]
         for layer in range(num_layers):
             attn = text_to_image_attention(cache, layer)[0, : len(tokens)]
             fig = plot_cross_modal(
@@ -352,8 +379,6 @@ def save_artifacts(result: TrainResult, out: Path, log: Callable[[str], None] = 
             path = out / f"attention_q{n}_layer{layer}.png"
             fig.savefig(path, dpi=110)
             written.append(path)
-    for path in written:
-        log(f"wrote {path}")
     return written
 
 
