@@ -296,10 +296,15 @@ def _ask(args: argparse.Namespace) -> int:
     if unknown:
         print(f"note: words this model never saw, read as [UNK]: {', '.join(unknown)}")
     best, p = ranked[0]
-    print(f"answer: {best} (probability {p:.3f})")
+    print(f"answer: {best} (probability {_probability(p)})")
     for rank, (name, q) in enumerate(ranked[1 : 1 + args.top], start=2):
-        print(f"  {rank}. {name} ({q:.3f})")
+        print(f"  {rank}. {name} ({_probability(q)})")
     return 0
+
+
+def _probability(p: float) -> str:
+    """Three decimals, or two significant digits below 0.001 (a trained model is often that sure)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 # ----------------------------------------------------------------------------- the table

@@ -21,8 +21,9 @@ from mmt_numpy.nn import save
 from mmt_numpy.tasks.vqa import dataset_config, predict
 from mmt_numpy.tasks.vqa_inputs import TOY, answer, load_model
 
-ANSWER = re.compile(r"^answer: (\w+) \(probability (0\.\d{3}|1\.000)\)$")
-ALTERNATIVE = re.compile(r"^  (\d)\. (\w+) \((0\.\d{3}|1\.000)\)$")
+PROBABILITY = r"(0\.\d{3}|1\.000|\d\.\de-\d\d)"  # 0.123, or 4.2e-05 below 0.001
+ANSWER = re.compile(rf"^answer: (\w+) \(probability {PROBABILITY}\)$")
+ALTERNATIVE = re.compile(rf"^  (\d)\. (\w+) \({PROBABILITY}\)$")
 
 
 @pytest.fixture(scope="module")
