@@ -113,7 +113,10 @@ class TrainConfig:
 
 
 # What differs from TrainConfig's defaults per dataset, and in a --quick run (a smoke test
-# of a few seconds, as the test suite runs it).
+# of a few seconds, as the test suite runs it).  easy-VQA: the shape questions are learnt
+# late (colours within 3 epochs, shapes after 10 or more), and only while the learning rate
+# is still high: with the cosine schedule over 20 epochs the test accuracy stalled near 0.91,
+# over 40 it passes 0.97 at epoch 14 and ends at 0.98.
 DATASET_DEFAULTS = {
     "toy": {},
     "easy-vqa": {"dataset": "easy-vqa", "epochs": 40, "lr": 2e-3, "lr_schedule": "cosine"},
