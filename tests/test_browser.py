@@ -17,8 +17,6 @@ from mmt_numpy.explorer import explore
 from mmt_numpy.explorer.browser import browser_problem, open_page, page_errors
 from mmt_numpy.nn import ImageTextModel
 
-pytestmark = pytest.mark.skipif(browser_problem() is not None, reason=f"no browser: {browser_problem()}")
-
 NUM_LAYERS, NUM_HEADS = 2, 4
 
 
@@ -54,6 +52,9 @@ def page_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(page_path):
+    problem = browser_problem()
+    if problem is not None:  # every test here needs the browser, so they all skip, saying why
+        pytest.skip(f"no browser: {problem}")
     with open_page(page_path[0]) as driver:
         yield driver
 
