@@ -79,21 +79,6 @@ class ImageTextModel(Module):
     ) -> None:
         grid_std = non_negative_number("grid_std", grid_std)
         self.dtype = as_float_dtype(dtype)
-        # The sizes that rebuild this architecture (ImageTextModel(**config)), JSON-ready so
-        # that save(..., config=) can store them beside the parameters.
-        self.config = {
-            "vocab_size": int(vocab_size),
-            "patch_dim": int(patch_dim),
-            "output_dim": int(output_dim),
-            "hidden_dim": int(hidden_dim),
-            "num_heads": int(num_heads),
-            "num_layers": int(num_layers),
-            "d_ff": int(d_ff),
-            "max_len": int(max_len),
-            "image_grid": None if image_grid is None else [int(image_grid[0]), int(image_grid[1])],
-            "grid_std": float(grid_std),
-            "dtype": self.dtype.name,
-        }
         gen = as_generator(rng)
         self.token_embedding = Embedding(vocab_size, hidden_dim, dtype=self.dtype, rng=gen)
         self.transformer = MultimodalTransformer(
@@ -127,6 +112,22 @@ class ImageTextModel(Module):
             self.transformer.image_position = GridPositionalEmbedding(
                 image_grid, hidden_dim, std=grid_std, dtype=self.dtype, rng=gen
             )
+        # The sizes that rebuild this architecture (ImageTextModel.from_config), JSON-ready so
+        # that save(..., config=) can store them beside the parameters; made last, once every
+        # submodule has checked its argument.
+        self.config = {
+            "vocab_size": int(vocab_size),
+            "patch_dim": int(patch_dim),
+            "output_dim": int(output_dim),
+            "hidden_dim": int(hidden_dim),
+            "num_heads": int(num_heads),
+            "num_layers": int(num_layers),
+            "d_ff": int(d_ff),
+            "max_len": int(max_len),
+            "image_grid": None if image_grid is None else [int(image_grid[0]), int(image_grid[1])],
+            "grid_std": float(grid_std),
+            "dtype": self.dtype.name,
+        }
 
     @classmethod
     def from_config(cls, config: dict, rng: RngLike = None) -> ImageTextModel:
