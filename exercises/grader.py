@@ -22,11 +22,11 @@ from mmt_numpy.gradcheck import RTOL, GradcheckReport, check_op
 
 def _verdict(what: str, failures: list[str], checks: int) -> None:
     if failures:
-        print(f"FAIL: {what} ({len(failures)} of {checks} checks failed)")
+        print(f"FAIL: {what} ({len(failures)} of {checks} check{'' if checks == 1 else 's'} failed)")
         for reason in failures:
             print(f"  - {reason}")
     else:
-        print(f"PASS: {what} ({checks} checks)")
+        print(f"PASS: {what} ({checks} check{'' if checks == 1 else 's'})")
 
 
 def _wrong_tensors(report: GradcheckReport) -> str:
