@@ -29,6 +29,26 @@ def _verdict(what: str, failures: list[str], checks: int) -> None:
         print(f"PASS: {what} ({checks} check{'' if checks == 1 else 's'})")
 
 
+class _BlankError(Exception):
+    """The reader's function still raises NotImplementedError: the blank is not filled in yet."""
+
+
+_RAISED = object()  # what _call returns when the reader's code raised
+
+
+def _call(what: str, name: str, call: Callable[[], object], failures: list[str]) -> object:
+    """``call()``, or ``_RAISED`` after noting what the reader's code raised; ``_BlankError`` for a blank."""
+    try:
+        return call()
+    except NotImplementedError:
+        print(f"NOT DONE: {what}: NotImplementedError (write the body above, then run this cell)")
+        raise _BlankError from None
+    except Exception as err:  # noqa: BLE001 - the reader's code may raise anything; say what
+        failures.append(f"{name}: your code raised {type(err).__name__}: {err}")
+        print(f"  {name}: raised {type(err).__name__}")
+        return _RAISED
+
+
 def _wrong_tensors(report: GradcheckReport) -> str:
     wrong = [t for t in report.tensors if not t.passed]
     return ", ".join(f"d{t.name} (worst relative error {t.max_rel_err:.1e}, allowed {RTOL:g})" for t in wrong)
@@ -48,16 +68,14 @@ def grade_backward(
         backward: the reader's ``backward(d_out, cache) -> gradients`` (one per input, in order).
         cases: ``(name, inputs, kwargs)``: float64 inputs by name, in the forward's argument order.
     """
-    failures = []
+    failures: list[str] = []
     for name, inputs, kwargs in cases:
         try:
-            report = check_op(forward, backward, inputs, kwargs=kwargs, name=name)
-        except NotImplementedError:
-            print(f"NOT DONE: {what}: NotImplementedError (write the body above, then run this cell)")
+            check = lambda i=inputs, k=kwargs, n=name: check_op(forward, backward, i, kwargs=k, name=n)  # noqa: E731
+            report = _call(what, name, check, failures)
+        except _BlankError:
             return
-        except Exception as err:  # noqa: BLE001 - the reader's code may raise anything; say what
-            failures.append(f"{name}: your backward raised {type(err).__name__}: {err}")
-            print(f"  {name}: raised {type(err).__name__}")
+        if report is _RAISED:
             continue
         print(
             f"  {name}: {'ok' if report.passed else 'WRONG'} (worst relative error {report.max_rel_err:.1e})"
@@ -77,17 +95,15 @@ def grade_equal(
         cases: ``(name, compute, expected)``: ``compute()`` calls the reader's function.
         atol: the largest absolute difference accepted.
     """
-    failures = []
+    failures: list[str] = []
     for name, compute, expected in cases:
         try:
-            got = np.asarray(compute())
-        except NotImplementedError:
-            print(f"NOT DONE: {what}: NotImplementedError (write the body above, then run this cell)")
+            got = _call(what, name, compute, failures)
+        except _BlankError:
             return
-        except Exception as err:  # noqa: BLE001 - the reader's code may raise anything; say what
-            failures.append(f"{name}: your function raised {type(err).__name__}: {err}")
-            print(f"  {name}: raised {type(err).__name__}")
+        if got is _RAISED:
             continue
+        got = np.asarray(got)
         if got.shape != expected.shape:
             failures.append(f"{name}: shape {got.shape}, expected {expected.shape}")
             print(f"  {name}: WRONG shape")
@@ -114,18 +130,18 @@ def grade_peak_memory(what: str, compute: Callable[[], object], limit_bytes: int
     """
     import tracemalloc
 
+    failures: list[str] = []
     tracemalloc.start()
     try:
-        compute()
-    except NotImplementedError:
-        print(f"NOT DONE: {what}: NotImplementedError (write the body above, then run this cell)")
-        return
-    except Exception as err:  # noqa: BLE001 - the reader's code may raise anything; say what
-        _verdict(what, [f"{description}: your function raised {type(err).__name__}: {err}"], 1)
+        result = _call(what, description, compute, failures)
+    except _BlankError:
         return
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+    if result is _RAISED:
+        _verdict(what, failures, 1)
+        return
     mib, limit = peak / 2**20, limit_bytes / 2**20
     print(f"  {description}: peak {mib:.1f} MiB, limit {limit:.0f} MiB")
     failures = (
