@@ -37,9 +37,8 @@ from mmt_numpy.validate import positive_int
 
 
 def _power_of_two_slopes(n: int) -> list[float]:
-    """2^(−8h/n) for h = 1 … n (n a power of two): start and ratio are both 2^(−8/n)."""
-    start = 2.0 ** (-8.0 / n)
-    return [start ** (h + 1) for h in range(n)]
+    """2^(−8h/n) for h = 1 … n (n a power of two): a geometric sequence, start = ratio = 2^(−8/n)."""
+    return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:

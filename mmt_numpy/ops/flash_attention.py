@@ -366,7 +366,11 @@ def tile_schedule(
         starts.update(range(0, sink_hi, bk))
         for k0 in sorted(starts):  # empty when no key is visible from this block (its rows output zeros)
             k1 = min(k0 + bk, Lk)
-            within_window = window is None or (q1 - 1 - k0 < window and k1 - 1 - q0 < window) or k1 <= sinks
+            # Keys k0 .. sinks − 1 are sinks (always visible); the rest must be near every row.
+            near0 = max(k0, sinks)
+            within_window = (
+                window is None or near0 >= k1 or (q1 - 1 - near0 < window and k1 - 1 - q0 < window)
+            )
             everything_visible = (not causal or k1 - 1 <= q0) and within_window
             yield Tile(q0, q1, k0, k1, not everything_visible)
 
