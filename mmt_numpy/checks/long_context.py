@@ -8,9 +8,10 @@ from functools import partial
 
 import numpy as np
 
-from mmt_numpy import ops
-from mmt_numpy.checks import Case, randn
-from mmt_numpy.gradcheck import GradcheckReport, check_op
+from mmt_numpy import nn, ops
+from mmt_numpy.checks import Case, randn, randomize
+from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
+from mmt_numpy.nn.attention import PositionScheme
 
 ORDER = 30
 
@@ -72,8 +73,28 @@ def _rope(kind: str) -> GradcheckReport:
     return check_op(ops.rope_forward, ops.rope_backward, {"x": x}, kwargs=_ROPE[kind], name=f"rope ({kind})")
 
 
+_SCHEMES = {
+    "RoPE": PositionScheme("rope"),
+    "RoPE + NTK": PositionScheme("rope", scaling="ntk", train_length=3),
+    "ALiBi": PositionScheme("alibi"),
+    "RoPE, window 2 + 2 sinks": PositionScheme("rope", window=2, sinks=2),
+    "ALiBi, window 2 + 1 sink": PositionScheme("alibi", window=2, sinks=1),
+}
+
+
+def _positional_mha(name: str) -> GradcheckReport:
+    mha = randomize(nn.MultiHeadAttention(4, 2, position=_SCHEMES[name], rng=38), 39)
+    return check_module(
+        mha,
+        {"query": randn(40, 2, 6, 4)},
+        kwargs={"mask": ops.causal_mask(6)},
+        name=f"MultiHeadAttention ({name})",
+    )
+
+
 CASES = [
     *[Case(f"flash ({name})", partial(_flash, name)) for name in _FLASH],
     Case("attention (ALiBi bias)", _dense_alibi),
     *[Case(f"rope ({kind})", partial(_rope, kind)) for kind in _ROPE],
+    *[Case(f"MultiHeadAttention ({name})", partial(_positional_mha, name)) for name in _SCHEMES],
 ]

@@ -1,6 +1,6 @@
 """Modules that own parameters and call the ops (the ``torch.nn`` of mmt_numpy)."""
 
-from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention
+from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention, PositionScheme
 from mmt_numpy.nn.coattention import CoAttentionLayer
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
@@ -40,6 +40,7 @@ __all__ = [
     "MultiHeadAttention",
     "MultimodalTransformer",
     "Parameter",
+    "PositionScheme",
     "SinusoidalPositionalEncoding",
     "TensorFusion",
     "TiedOutputProjection",
