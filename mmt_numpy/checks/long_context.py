@@ -83,7 +83,7 @@ _SCHEMES = {
 
 
 def _positional_mha(name: str) -> GradcheckReport:
-    mha = randomize(nn.MultiHeadAttention(4, 2, position=_SCHEMES[name], rng=38), 39)
+    mha = randomize(nn.MultiHeadAttention(8, 2, position=_SCHEMES[name], rng=38), 39)  # d_h = 4
     return check_module(
         mha,
         {"query": randn(40, 2, 6, 4)},

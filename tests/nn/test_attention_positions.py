@@ -90,8 +90,8 @@ SCHEMES = {
 
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_gradcheck_every_scheme(name):
-    mha = randomize(nn.MultiHeadAttention(4, 2, position=SCHEMES[name], rng=0), 1)
-    report = check_module(mha, {"query": randn(2, 2, 6, 4)}, kwargs={"mask": ops.causal_mask(6)})
+    mha = randomize(nn.MultiHeadAttention(8, 2, position=SCHEMES[name], rng=0), 1)  # d_h = 4
+    report = check_module(mha, {"query": randn(2, 2, 6, 8)}, kwargs={"mask": ops.causal_mask(6)})
     assert report.passed, str(report)
 
 
