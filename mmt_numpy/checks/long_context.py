@@ -86,7 +86,7 @@ def _positional_mha(name: str) -> GradcheckReport:
     mha = randomize(nn.MultiHeadAttention(8, 2, position=_SCHEMES[name], rng=38), 39)  # d_h = 4
     return check_module(
         mha,
-        {"query": randn(40, 2, 6, 4)},
+        {"query": randn(40, 2, 6, 8)},
         kwargs={"mask": ops.causal_mask(6)},
         name=f"MultiHeadAttention ({name})",
     )

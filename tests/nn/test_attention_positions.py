@@ -96,7 +96,7 @@ def test_gradcheck_every_scheme(name):
 
 
 def test_gradcheck_rejects_sink_gradients_sent_through_the_ordinary_rotation(monkeypatch):
-    mha = randomize(nn.MultiHeadAttention(4, 2, position=SCHEMES["rope, window 2 + 2 sinks"], rng=0), 1)
+    mha = randomize(nn.MultiHeadAttention(8, 2, position=SCHEMES["rope, window 2 + 2 sinks"], rng=0), 1)
     real = attention_module.positional_attention_backward
 
     def broken(d_out, cache):  # as if the sink scores came from q_r like all the others
@@ -104,7 +104,7 @@ def test_gradcheck_rejects_sink_gradients_sent_through_the_ordinary_rotation(mon
         return dq, dk, dv
 
     monkeypatch.setattr(attention_module, "positional_attention_backward", broken)
-    report = check_module(mha, {"query": randn(2, 2, 6, 4)})
+    report = check_module(mha, {"query": randn(2, 2, 6, 8)})
     assert not report.passed
 
 
