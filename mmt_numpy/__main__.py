@@ -4,6 +4,7 @@ Commands:
     gradcheck   check every op's and module's backward against finite differences
     figures     redraw the attention maps and the gradient-check chart in figures/
     train       train the §5 model on the toy VQA task (§6.1) and save it with its plots
+    longtext    train readers at 128 tokens, test them up to 2048 with each position scheme
 """
 
 from __future__ import annotations
@@ -55,6 +56,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _longtext(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"--out: expected a folder, but {out} is an existing file", file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        print(f"--seed: expected an integer >= 0, got {args.seed}", file=sys.stderr)
+        return 2
+    from mmt_numpy.tasks.longtext import main as longtext_main
+
+    longtext_main(out=out, quick=args.quick, seed=args.seed)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mmt_numpy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default 12)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
     train.set_defaults(run=_train)
+
+    longtext = commands.add_parser(
+        "longtext", help="length extrapolation: accuracy against length for each position scheme"
+    )
+    longtext.add_argument("--out", default="runs/longtext", help="output folder (default: runs/longtext)")
+    longtext.add_argument("--quick", action="store_true", help="a few-second configuration (for tests)")
+    longtext.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
+    longtext.set_defaults(run=_longtext)
 
     args = parser.parse_args(argv)
     return args.run(args)

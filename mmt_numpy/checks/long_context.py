@@ -92,9 +92,37 @@ def _positional_mha(name: str) -> GradcheckReport:
     )
 
 
+class _ReaderOnFixedText(nn.Module):
+    """A reader with its token ids fixed, so the checker varies the image patches and parameters."""
+
+    def __init__(self, reader: nn.LongTextReader, ids: np.ndarray) -> None:
+        self.reader, self.ids = reader, ids
+
+    def forward(self, patches: np.ndarray) -> tuple[np.ndarray, object]:
+        return self.reader.forward(self.ids, patches)
+
+    def backward(self, d_logits: np.ndarray, cache: object) -> tuple[np.ndarray, ...]:
+        return self.reader.backward(d_logits, cache)
+
+
+def _reader(position: str) -> GradcheckReport:
+    from mmt_numpy.data.longtext import CODES, PATCH_DIM, VOCAB, make_longtext_batch
+
+    reader = nn.LongTextReader(
+        len(VOCAB), len(CODES), position=position, patch_dim=PATCH_DIM, d_model=8, num_heads=2, d_ff=8, rng=41
+    )
+    batch = make_longtext_batch("image", 8, 2, seed=42)
+    model = _ReaderOnFixedText(randomize(reader, 43), batch.ids)
+    return check_module(model, {"patches": batch.patches}, name=f"LongTextReader ({position}, image + text)")
+
+
 CASES = [
     *[Case(f"flash ({name})", partial(_flash, name)) for name in _FLASH],
     Case("attention (ALiBi bias)", _dense_alibi),
     *[Case(f"rope ({kind})", partial(_rope, kind)) for kind in _ROPE],
     *[Case(f"MultiHeadAttention ({name})", partial(_positional_mha, name)) for name in _SCHEMES],
+    *[
+        Case(f"LongTextReader ({position}, image + text)", partial(_reader, position))
+        for position in ("sinusoidal", "rope", "alibi")
+    ],
 ]

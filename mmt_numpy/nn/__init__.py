@@ -20,6 +20,7 @@ from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
+from mmt_numpy.nn.reader import LongTextReader
 from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
+    "LongTextReader",
     "ModalityEmbedding",
     "Module",
     "MultiHeadAttention",
