@@ -27,9 +27,12 @@ error √(p(1 − p)/n); chance is 1/16.  The table is printed and written, with
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from mmt_numpy import ops
 from mmt_numpy.data.longtext import CODES, PATCH_DIM, TASKS, VOCAB, make_longtext_batch
 from mmt_numpy.nn.attention import PositionScheme
 from mmt_numpy.nn.reader import LongTextReader
+from mmt_numpy.ops.flash_attention import _available_cores, _blas_controller
 from mmt_numpy.optim import Adam
 
 SCHEMES = ("sinusoidal", "RoPE", "RoPE + interpolation", "RoPE + NTK", "ALiBi", "window + sinks")
@@ -140,28 +144,67 @@ def evaluate(model: LongTextReader, task: str, length: int, config: LongTextConf
     return p, math.sqrt(p * (1 - p) / config.eval_samples)
 
 
-def run_experiment(config: LongTextConfig, log=print) -> dict:
-    """Train and evaluate every (task, scheme); returns the results as plain data."""
+def _in_parallel(jobs: list, work, threads: int) -> list:
+    """``[work(job) for job in jobs]`` on ``threads`` threads, BLAS held at one thread meanwhile.
+
+    The readers are small (d_model = 64): their matrix products are too small for two BLAS
+    threads to pay, and on a shared machine a multi-threaded BLAS waits for its second
+    thread on every call.  One model per core instead keeps both cores busy (NumPy releases
+    the GIL in BLAS and ufuncs).  Each job has its own seed, so results do not depend on
+    the order the threads finish in.
+    """
+    controller = _blas_controller()
+    limit = nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+    with limit:
+        if threads == 1:
+            return [work(job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(work, jobs))
+
+
+def run_experiment(config: LongTextConfig, log=print, threads: int | None = None) -> dict:
+    """Train and evaluate every (task, scheme); returns the results as plain data.
+
+    ``threads``: jobs run at once (default: one per core).
+    """
+    threads = _available_cores() if threads is None else threads
     results: dict = {"config": asdict(config), "accuracy": {}, "stderr": {}, "train_seconds": {}}
+    trained = [
+        (task, position)
+        for task in config.tasks
+        for position in dict.fromkeys(TRAINED.get(n, "rope") for n in config.schemes)
+    ]
+
+    def train(job: tuple[str, str]) -> LongTextReader:
+        start = time.perf_counter()
+        model = train_reader(*job, config, log)
+        results["train_seconds"]["/".join(job)] = round(time.perf_counter() - start, 1)
+        return model
+
+    models = dict(zip(trained, _in_parallel(trained, train, threads), strict=True))
+    cells = [
+        (task, name, length)
+        for task in config.tasks
+        for name in config.schemes
+        for length in config.eval_lengths
+    ]
+    # Longest first, so that no thread is left with the slowest cell at the end.
+    cells.sort(key=lambda cell: -cell[2])
+
+    def score(cell: tuple[str, str, int]) -> tuple[float, float]:
+        task, name, length = cell
+        model = copy.deepcopy(models[(task, TRAINED.get(name, "rope"))])  # each cell its own scheme
+        scheme = eval_scheme(name, config.train_length)
+        if scheme is not None:
+            model.set_position(scheme)
+        return evaluate(model, task, length, config)
+
+    scores = dict(zip(cells, _in_parallel(cells, score, threads), strict=True))
     for task in config.tasks:
-        models = {}
-        for position in dict.fromkeys(TRAINED.get(name, "rope") for name in config.schemes):
-            start = time.perf_counter()
-            models[position] = train_reader(task, position, config, log)
-            results["train_seconds"][f"{task}/{position}"] = round(time.perf_counter() - start, 1)
         for name in config.schemes:
-            model = models[TRAINED.get(name, "rope")]
-            model.set_position(eval_scheme(name, config.train_length) or model.layers[0].self_attn.position)
-            accs, errs = [], []
-            for length in config.eval_lengths:
-                acc, err = evaluate(model, task, length, config)
-                accs.append(acc)
-                errs.append(err)
-            model.set_position(PositionScheme("rope") if TRAINED.get(name, "rope") == "rope" else None)
-            if name == "ALiBi":
-                model.set_position(PositionScheme("alibi"))
-            results["accuracy"][f"{task}/{name}"] = accs
-            results["stderr"][f"{task}/{name}"] = errs
+            accs, errs = zip(*(scores[(task, name, n)] for n in config.eval_lengths), strict=True)
+            results["accuracy"][f"{task}/{name}"] = list(accs)
+            results["stderr"][f"{task}/{name}"] = list(errs)
             log(f"  [{task}] {name:<22} " + "  ".join(f"{a:.2f}" for a in accs))
     return results
 
