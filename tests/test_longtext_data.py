@@ -3,8 +3,8 @@
 * pass key: ``key`` occurs exactly once, right before the answer's code, at
   ``answer_position``; code words elsewhere are distractors; the text ends in ``?``;
 * image: exactly one sentence names the image's colour (read back from the rendered
-  pixels) and it names the image's shape too; its code is the answer, at ``answer_position`` (counted with the
-  image token first);
+  pixels) and it names the image's shape too; its code is the answer, at
+  ``answer_position`` (the image token comes after the text, just before the question);
 * deterministic per seed, different across seeds; bad arguments are refused.
 """
 
@@ -50,7 +50,7 @@ def test_exactly_one_sentence_describes_the_image(length):
     for row, patch, answer, at in zip(
         batch.ids, batch.patches, batch.answers, batch.answer_position, strict=True
     ):
-        text_at = at - lt.IMAGE_TOKENS  # the image token comes first
+        text_at = at  # the image token comes after the text, just before "?"
         shape, colour = lt.VOCAB[row[text_at - 2]], lt.VOCAB[row[text_at - 1]]
         assert row[text_at] == lt.CODE_IDS[answer] and lt.VOCAB[row[text_at + 1]] == "."
         assert colour == _image_words(patch) and shape in SHAPES

@@ -9,11 +9,12 @@ answer is one of the :data:`CODES` (chance = 1/16):
   words as distractors, and exactly once the phrase ``key <code>``; the answer is that code.
   A model must find the one code preceded by ``key``, which takes a relation between
   neighbouring positions (the previous token) and then a look-up across the whole text.
-* **image** (the multimodal variant): the sequence starts with one image token (a rendered
-  shape, :mod:`mmt_numpy.data.scenes`, as one ViT patch), then a text of sentences
-  ``<shape> <colour> <code> .`` among filler; exactly one sentence describes the image (its
-  shape and its colour; every other sentence names another colour), and the answer is its
-  code.  A model must match the picture's colour to the words and read the code after them.
+* **image** (the multimodal variant): a text of sentences ``<shape> <colour> <code> .``
+  among filler, then one image token (a rendered shape, :mod:`mmt_numpy.data.scenes`, as
+  one ViT patch) and ``"?"``, as a user hands over a long document, then a picture and a
+  question.  Exactly one sentence describes the image (its shape and its colour; every
+  other sentence names another colour), and the answer is its code.  A model must match
+  the picture's colour to the words and read the code after them.
 
 Every sample records ``answer_position``, the index of the answer's token in the sequence,
 so tests can check the answer is where the generator claims and plots can show how far it
@@ -54,7 +55,7 @@ class LongTextBatch(NamedTuple):
     ids: np.ndarray  # (N, L_text) int64 token ids of the text, ending in "?"
     patches: np.ndarray | None  # (N, 1, PATCH_DIM) the image token (image task), else None
     answers: np.ndarray  # (N,) int64 index into CODES
-    answer_position: np.ndarray  # (N,) the answer token's index in the whole sequence (image first)
+    answer_position: np.ndarray  # (N,) the answer token's index in the sequence (the image comes after it)
 
     @property
     def length(self) -> int:
@@ -94,7 +95,7 @@ def _image(rng: np.random.Generator, L_text: int) -> tuple[np.ndarray, np.ndarra
         c, s = (colour, shape) if n == target else others[rng.integers(len(others))]
         code = answer if n == target else int(rng.integers(len(CODES)))
         ids[start : start + 4] = [TOKEN_ID[s], TOKEN_ID[c], CODE_IDS[code], TOKEN_ID["."]]
-    return ids, patch, answer, IMAGE_TOKENS + int(chosen[target]) + 2
+    return ids, patch, answer, int(chosen[target]) + 2
 
 
 def make_longtext_batch(task: str, length: int, n: int, seed: int) -> LongTextBatch:
@@ -102,7 +103,8 @@ def make_longtext_batch(task: str, length: int, n: int, seed: int) -> LongTextBa
 
     Args:
         task: one of :data:`TASKS`.
-        length: tokens per sample, the image token included (at least 8).
+        length: tokens per sample, the image token included (at least 8).  The sequence a
+            model reads is ``ids[:-1]``, the image token(s), then ``ids[-1]`` (``"?"``).
         n: number of samples.
         seed: the generator's seed (a different seed, different samples).
     """

@@ -1,7 +1,8 @@
 """``LongTextReader``: a small causal (decoder-only) Transformer that answers at the last token.
 
 The model of the length-extrapolation experiment (``python -m mmt_numpy longtext``): token
-ids (and, for the multimodal task, image patches placed before the text) run through a
+ids (and, for the multimodal task, image patches placed just before the last token, the
+question) run through a
 stack of pre-LN Transformer layers under a causal mask, and a classifier reads the answer
 from the last position, where the question ``"?"`` stands.  Where the positions enter is
 the point of the experiment:
@@ -48,7 +49,7 @@ class ReaderCache(NamedTuple):
 
 
 class LongTextReader(Module):
-    """Tokens (and image patches first) -> causal layers -> answer logits at the last position.
+    """Tokens (image patches before the last one) -> causal layers -> answer logits at the last position.
 
     Submodules: ``token_embedding`` ``(vocab_size, d_model)``; ``image_embedding``
     ``Linear(patch_dim, d_model)`` (only with ``patch_dim``); ``positional`` (sinusoidal only);
@@ -123,8 +124,8 @@ class LongTextReader(Module):
     def forward(self, ids: np.ndarray, patches: np.ndarray | None = None) -> tuple[np.ndarray, ReaderCache]:
         """``ids (B, Lt)`` and ``patches (B, Li, patch_dim)`` (or None) -> logits ``(B, num_answers)``.
 
-        The sequence is the image patches, then the text; the logits are read at its last
-        position.
+        The sequence is ``ids[:, :-1]``, the image patches, then ``ids[:, -1]`` (the question,
+        which sees the picture right before it); the logits are read at its last position.
         """
         x, tokens = self.token_embedding.forward(ids)  # (B, Lt, D)
         image = None
@@ -137,7 +138,7 @@ class LongTextReader(Module):
                     f"patches: expected batch size {ids.shape[0]} (as ids), got shape {patches.shape}"
                 )
             img, image = self.image_embedding.forward(patches)  # (B, Li, D)
-            x = np.concatenate([img, x], axis=1)
+            x = np.concatenate([x[:, :-1], img, x[:, -1:]], axis=1)  # text, image, question
         position = None
         if self.positional is not None:
             x, position = self.positional.forward(x)  # x + PE[:L]
@@ -169,10 +170,16 @@ class LongTextReader(Module):
         if cache.position is not None:
             (d_x,) = self.positional.backward(d_x, cache.position)  # x + PE
         Li = cache.image_tokens
-        self.token_embedding.backward(d_x[:, Li:], cache.tokens)  # x = [image | tokens]
         if cache.image is None:
+            self.token_embedding.backward(d_x, cache.tokens)
             return ()
-        (d_patches,) = self.image_embedding.backward(np.ascontiguousarray(d_x[:, :Li]), cache.image)
+        # x = [text[:-1] | image | text[-1]]
+        self.token_embedding.backward(
+            np.concatenate([d_x[:, : L - Li - 1], d_x[:, -1:]], axis=1), cache.tokens
+        )
+        (d_patches,) = self.image_embedding.backward(
+            np.ascontiguousarray(d_x[:, L - Li - 1 : L - 1]), cache.image
+        )
         return (d_patches,)
 
     def __repr__(self) -> str:
