@@ -57,9 +57,9 @@ class LongTextConfig:
     tasks: tuple[str, ...] = TASKS
     train_length: int = 128
     eval_lengths: tuple[int, ...] = (128, 256, 512, 1024, 2048)
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 5e-3
     d_model: int = 64
     num_heads: int = 4
     num_layers: int = 2
