@@ -162,10 +162,13 @@ def _in_parallel(jobs: list, work, threads: int) -> list:
             return list(pool.map(work, jobs))
 
 
-def run_experiment(config: LongTextConfig, log=print, threads: int | None = None) -> dict:
+def run_experiment(
+    config: LongTextConfig, log=print, threads: int | None = None, models_out: dict | None = None
+) -> dict:
     """Train and evaluate every (task, scheme); returns the results as plain data.
 
-    ``threads``: jobs run at once (default: one per core).
+    ``threads``: jobs run at once (default: one per core).  ``models_out``: if given, receives
+    the trained readers by ``(task, "sinusoidal" | "rope" | "alibi")``, for pictures.
     """
     threads = _available_cores() if threads is None else threads
     results: dict = {"config": asdict(config), "accuracy": {}, "stderr": {}, "train_seconds": {}}
@@ -182,6 +185,8 @@ def run_experiment(config: LongTextConfig, log=print, threads: int | None = None
         return model
 
     models = dict(zip(trained, _in_parallel(trained, train, threads), strict=True))
+    if models_out is not None:
+        models_out.update(models)
     cells = [
         (task, name, length)
         for task in config.tasks
