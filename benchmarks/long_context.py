@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from mmt_numpy import ops
-from mmt_numpy.ops.flash_attention import _available_cores, default_tiles
+from mmt_numpy.ops.flash_attention import available_cores, default_tiles
 
 try:
     import torch
@@ -181,7 +181,7 @@ def table(rows: list[dict], *, d: int, repeats: int) -> str:
     tiles = {r["L"]: "x".join(map(str, default_tiles(r["L"], r["L"], d))) for r in rows}
     lines = [
         f"forward + backward, B=1, d={d}, float32, no mask; medians of {repeats} alternating runs; "
-        f"blocked: default tiles, {_available_cores()} threads; "
+        f"blocked: default tiles, {available_cores()} threads; "
         f"torch: {torch.get_num_threads() if torch else '-'} threads; "
         "'~' = extrapolated as c·L² (plain not run)",
         "",

@@ -214,14 +214,14 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _BLAS: list = []  # the threadpoolctl controller, made on first use (it scans the loaded libraries)
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
-def _blas_controller() -> object | None:
+def blas_controller() -> object | None:
     """threadpoolctl's view of the BLAS libraries, or None when threadpoolctl is missing."""
     if not _BLAS:
         try:
@@ -240,15 +240,15 @@ def _resolve_threads(threads: object, scores: int, units: int) -> int:
     elif scores < _THREADED_SCORES:
         threads = 1
     else:
-        threads = _available_cores()
+        threads = available_cores()
     threads = max(1, min(threads, units))
-    if threads > 1 and _blas_controller() is None:
+    if threads > 1 and blas_controller() is None:
         return 1  # without a way to hold BLAS at one thread, T BLAS pools would fight for the cores
     return threads
 
 
 def _single_threaded_blas(threads: int) -> AbstractContextManager:
-    controller = _blas_controller() if threads > 1 else None
+    controller = blas_controller() if threads > 1 else None
     return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 

@@ -42,7 +42,7 @@ from mmt_numpy import ops
 from mmt_numpy.data.longtext import CODES, PATCH_DIM, TASKS, VOCAB, make_longtext_batch
 from mmt_numpy.nn.attention import PositionScheme
 from mmt_numpy.nn.reader import LongTextReader
-from mmt_numpy.ops.flash_attention import _available_cores, _blas_controller
+from mmt_numpy.ops.flash_attention import available_cores, blas_controller
 from mmt_numpy.optim import Adam
 
 SCHEMES = ("sinusoidal", "RoPE", "RoPE + interpolation", "RoPE + NTK", "ALiBi", "window + sinks")
@@ -153,7 +153,7 @@ def _in_parallel(jobs: list, work, threads: int) -> list:
     the GIL in BLAS and ufuncs).  Each job has its own seed, so results do not depend on
     the order the threads finish in.
     """
-    controller = _blas_controller()
+    controller = blas_controller()
     limit = nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
     with limit:
         if threads == 1:
@@ -170,7 +170,7 @@ def run_experiment(
     ``threads``: jobs run at once (default: one per core).  ``models_out``: if given, receives
     the trained readers by ``(task, "sinusoidal" | "rope" | "alibi")``, for pictures.
     """
-    threads = _available_cores() if threads is None else threads
+    threads = available_cores() if threads is None else threads
     results: dict = {"config": asdict(config), "accuracy": {}, "stderr": {}, "train_seconds": {}}
     trained = [
         (task, position)

@@ -145,6 +145,6 @@ def test_small_inputs_stay_on_one_thread_and_large_ones_use_the_cores():
     q, k, v = _inputs(5, (1, 1), 16, 16)
     assert ops.flash_attention_forward(q, k, v)[1].threads == 1
     assert fa._resolve_threads(None, 1 << 24, 64) == (
-        min(fa._available_cores(), 64) if fa._blas_controller() else 1
+        min(fa.available_cores(), 64) if fa.blas_controller() else 1
     )
     assert fa._resolve_threads(8, 1 << 24, 3) <= 3  # never more threads than query blocks
