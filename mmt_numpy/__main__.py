@@ -66,9 +66,14 @@ def _longtext(args: argparse.Namespace) -> int:
     if args.seed < 0:
         print(f"--seed: expected an integer >= 0, got {args.seed}", file=sys.stderr)
         return 2
+    from mmt_numpy.data.longtext import TASKS
     from mmt_numpy.tasks.longtext import main as longtext_main
 
-    longtext_main(out=out, quick=args.quick, seed=args.seed)
+    unknown = [t for t in args.tasks or [] if t not in TASKS]
+    if unknown:
+        print(f"--tasks: unknown task {unknown}; choose among {', '.join(TASKS)}", file=sys.stderr)
+        return 2
+    longtext_main(out=out, quick=args.quick, seed=args.seed, tasks=tuple(args.tasks) if args.tasks else None)
     return 0
 
 
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     longtext.add_argument("--out", default="runs/longtext", help="output folder (default: runs/longtext)")
     longtext.add_argument("--quick", action="store_true", help="a few-second configuration (for tests)")
     longtext.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order")
+    longtext.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (passkey, image)")
     longtext.set_defaults(run=_longtext)
 
     args = parser.parse_args(argv)

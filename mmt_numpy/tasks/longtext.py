@@ -1,6 +1,6 @@
 """Can a model trained on 128 tokens read 2048?  The length-extrapolation experiment.
 
-``python -m mmt_numpy longtext [--out DIR] [--quick] [--seed S]`` trains small causal
+``python -m mmt_numpy longtext [--out DIR] [--quick] [--seed S] [--tasks T ...]`` trains small causal
 readers (:class:`~mmt_numpy.nn.reader.LongTextReader`) at length 128 on the two retrieval
 tasks of :mod:`mmt_numpy.data.longtext` (a pass key in filler; the sentence that describes
 an image), then evaluates each at 128, 256, 512, 1024 and 2048 tokens with every position
@@ -276,10 +276,17 @@ def plot_results(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(out: str | Path = "runs/longtext", quick: bool = False, seed: int = 0) -> dict:
+def main(
+    out: str | Path = "runs/longtext",
+    quick: bool = False,
+    seed: int = 0,
+    tasks: tuple[str, ...] | None = None,
+) -> dict:
     """Run the experiment, print the table, write results.json, table.md and accuracy.png to ``out``."""
     config = LongTextConfig.quick() if quick else LongTextConfig()
     config.seed = seed
+    if tasks is not None:
+        config.tasks = tasks
     start = time.perf_counter()
     results = run_experiment(config)
     results["seconds"] = round(time.perf_counter() - start, 1)
