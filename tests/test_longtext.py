@@ -46,17 +46,20 @@ def test_the_same_seed_gives_the_same_table(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
-        (["--out", "FILE"], "--out: expected a folder"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--out", "FILE"], "argument --out:"),
+        (["--tasks", "story"], "argument --tasks: invalid choice: 'story'"),
     ],
 )
 def test_bad_arguments_are_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, argv, message):
     existing = tmp_path / "a_file"
     existing.write_text("keep me")
     argv = [str(existing) if a == "FILE" else a for a in argv]
-    assert main(["longtext", "--quick", *argv]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["longtext", "--quick", *argv])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(message) and "\n" not in err
+    assert err.startswith("python -m mmt_numpy longtext: error: " + message) and "\n" not in err
     assert existing.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mmt_numpy.data.scenes import COLOURS, SHAPES
+from mmt_numpy.validate import probability
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = range(len(SPECIAL_TOKENS))
@@ -124,8 +125,7 @@ def mask_tokens(
     ids = np.asarray(ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"ids: expected a 2-D integer array (N, L), got shape {ids.shape}, {ids.dtype}")
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob: expected a probability in [0, 1], got {prob}")
+    prob = probability("prob", prob)
     chosen = (ids >= num_special) & (rng.random(ids.shape) < prob)
     action = rng.random(ids.shape)  # < 0.8: [MASK];  0.8-0.9: random word;  >= 0.9: unchanged
     random_words = rng.integers(num_special, vocab_size, size=ids.shape)

@@ -9,6 +9,7 @@ import numpy as np
 
 from mmt_numpy.data.scenes import COLOURS, Scene, caption, patchify, questions, random_scene, render
 from mmt_numpy.data.tokenizer import TOKENIZER
+from mmt_numpy.validate import positive_int
 
 ANSWERS = (*COLOURS, "yes", "no")  # the classes of the VQA task, in this order
 
@@ -120,9 +121,8 @@ def make_vqa_splits(
     The test scenes are drawn after the training scenes and any scene already used for
     training is redrawn, so no (shapes, cells, colours) configuration is in both sets.
     """
-    for name, value in (("num_train_scenes", num_train_scenes), ("num_test_scenes", num_test_scenes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    num_train_scenes = positive_int("num_train_scenes", num_train_scenes)
+    num_test_scenes = positive_int("num_test_scenes", num_test_scenes)
     rng = np.random.default_rng(seed)
     train_scenes = _make_scenes(num_train_scenes, rng, grid)
     test_scenes = _make_scenes(num_test_scenes, rng, grid, exclude=set(train_scenes))

@@ -16,6 +16,7 @@ import numpy as np
 from mmt_numpy.nn.embedding import Embedding, EmbeddingCache, GridPositionalEmbedding
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.nn.multimodal import MultimodalCache, MultimodalTransformer
+from mmt_numpy.validate import non_negative_number
 
 
 class ImageTextCache(NamedTuple):
@@ -75,6 +76,7 @@ class ImageTextModel(Module):
         dtype: object = np.float64,
         rng: RngLike = None,
     ) -> None:
+        grid_std = non_negative_number("grid_std", grid_std)
         self.dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.token_embedding = Embedding(vocab_size, hidden_dim, dtype=self.dtype, rng=gen)

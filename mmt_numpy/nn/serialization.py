@@ -6,11 +6,17 @@ no pickles.  Loading uses ``np.load(..., allow_pickle=False)``, so a file from a
 source can at worst hold wrong numbers, never run anything.  Loading is strict: a missing,
 unexpected, mis-shaped or wrongly typed array is refused, all of them named in one message,
 and nothing is copied unless everything fits.
+
+``save(m, "weights")`` writes ``weights.npz`` (NumPy's rule) and ``load(m, "weights")`` reads
+it back: both spellings round-trip.  :func:`read_arrays` is the reading half alone (a dict
+of arrays by key), for code that stores more than parameters in the same archive.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -66,19 +72,80 @@ def load_state_dict(module: Module, state: dict[str, np.ndarray]) -> None:
         p.data[...] = state[name]
 
 
-def save(module: Module, path: str | os.PathLike) -> None:
-    """Write ``state_dict(module)`` to ``path``, a ``.npz`` archive (uncompressed).
+SUFFIX = ".npz"
 
-    NumPy appends ``.npz`` when ``path`` does not end with it.
+
+def npz_path(path: str | os.PathLike) -> Path:
+    """The file that ``save(module, path)`` writes: ``path`` itself when it ends in ``.npz``,
+    else ``path`` with ``.npz`` appended (NumPy's own rule in ``np.savez``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    text = os.fspath(path)
+    return Path(text if text.endswith(SUFFIX) else text + SUFFIX)
+
+
+def save(module: Module, path: str | os.PathLike) -> Path:
+    """Write ``state_dict(module)`` to a ``.npz`` archive (uncompressed); return the path written.
+
+    ``save(m, "weights")`` writes ``weights.npz``, and ``load(m, "weights")`` reads that same
+    file, so either spelling round-trips.
     """
-    np.savez(path, **state_dict(module))
+    state = state_dict(module)
+    target = npz_path(path)
+    np.savez(target, **state)
+    return target
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    """The file :func:`load` reads: the one :func:`save` would write, else ``path`` as given."""
+    target = npz_path(path)
+    if target.is_file():
+        return target
+    given = Path(os.fspath(path))
+    if given.is_file():  # an archive renamed without its suffix
+        return given
+    if given.is_dir():
+        raise IsADirectoryError(
+            f"path: {given} is a folder; expected a .npz file such as {given / 'params.npz'}"
+        )
+    tried = f"{target}" if given == target else f"{target} (nor {given})"
+    raise FileNotFoundError(f"path: no such file {tried}")
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` archive, by key, read without unpickling anything.
+
+    Raises:
+        FileNotFoundError: neither ``path`` nor ``path + ".npz"`` exists.
+        ValueError: the file is not a ``.npz`` archive, or an array in it holds Python
+            objects (``dtype=object``; reading it would need pickle, which can run code), the
+            message naming that key.
+    """
+    target = _resolve(path)
+    try:
+        loaded = np.load(target, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"path: {target} is not a .npz archive written by save() ({exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: expected a .npz archive written by save(), got a single array in {target}")
+    arrays = {}
+    with loaded as archive:
+        for name in archive.files:
+            try:
+                arrays[name] = archive[name]
+            except ValueError as exc:
+                if "allow_pickle" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"{target}: array {name!r} holds Python objects (dtype=object); refused, because "
+                    "reading it would unpickle, which can run code (allow_pickle=False)"
+                ) from None
+    return arrays
 
 
 def load(module: Module, path: str | os.PathLike) -> None:
-    """Read a ``.npz`` written by :func:`save` into ``module`` (see :func:`load_state_dict`)."""
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"path: expected a .npz archive written by save(), got a single array in {path}")
-    with loaded as archive:
-        state = {name: archive[name] for name in archive.files}
-    load_state_dict(module, state)
+    """Read a ``.npz`` written by :func:`save` into ``module`` (see :func:`load_state_dict`).
+
+    ``path`` is spelled as for :func:`save`: with or without the ``.npz`` suffix.
+    """
+    load_state_dict(module, read_arrays(path))

@@ -99,7 +99,7 @@ import numpy as np
 
 from mmt_numpy.ops.alibi import alibi_distance_bias, check_slopes
 from mmt_numpy.ops.attention import _check_qkv
-from mmt_numpy.validate import float_array, positive_int
+from mmt_numpy.validate import grad_output, positive_int, real_number
 
 
 class FlashCache(NamedTuple):
@@ -505,12 +505,8 @@ def flash_attention_forward(
             raise ValueError(f"alibi: needs a head axis, q must be (..., H, Lq, d_k); got shape {q.shape}")
         alibi = check_slopes("alibi", alibi, q.shape[-3])
     tiles = default_tiles(Lq, Lk, q.shape[-1]) if block_size is None else _tile_shape(block_size)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"scale: expected a real number or None, got {type(scale).__name__}")
     # A Python float keeps float32 inputs float32 (NumPy 2 treats it as a weak scalar).
-    scale = float(scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else real_number("scale", scale)
 
     batch = q.shape[:-2]
     N, d_v = math.prod(batch), v.shape[-1]
@@ -588,11 +584,7 @@ def flash_attention_backward(
             f"cache: expected the FlashCache of flash_attention_forward, got {type(cache).__name__}"
         )
     q, k, v, out, scale = cache.q, cache.k, cache.v, cache.out, cache.scale
-    float_array("d_out", d_out)
-    if d_out.shape != out.shape:
-        raise ValueError(f"d_out: expected shape {out.shape} (the output's), got {d_out.shape}")
-    if d_out.dtype != out.dtype:
-        raise TypeError(f"d_out: expected dtype {out.dtype} (the output's), got {d_out.dtype}")
+    grad_output(d_out, out.shape, out.dtype)
     batch, Lq, Lk = q.shape[:-2], q.shape[-2], k.shape[-2]
     N = math.prod(batch)
     problem = _flatten(cache, q * scale)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array, grad_output, grad_scalar
+from mmt_numpy.validate import float_array, grad_output, grad_scalar, integer
 
 
 class CrossEntropyCache(NamedTuple):
@@ -59,6 +59,7 @@ def cross_entropy_forward(
         )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+    ignore_index = integer("ignore_index", ignore_index)
     C = logits.shape[-1]
     valid = targets != ignore_index
     out_of_range = valid & ((targets < 0) | (targets >= C))

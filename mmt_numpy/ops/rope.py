@@ -50,7 +50,6 @@ property are unchanged; only the angles differ.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -118,10 +117,7 @@ def rope_forward(
     L, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"x: expected an even last dimension (features come in pairs), got shape {x.shape}")
-    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)):
-        raise TypeError(f"base: expected a positive real number, got {type(base).__name__}")
-    if not (math.isfinite(base) and base > 0):
-        raise ValueError(f"base: expected a positive finite number, got {base!r}")
+    base = positive_number("base", base)
     if positions is None:
         positions = np.arange(L)
     positions = np.asarray(positions)

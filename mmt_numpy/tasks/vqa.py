@@ -33,6 +33,7 @@ from mmt_numpy.nn import ImageTextModel, save
 from mmt_numpy.nn.image_text import ImageTextCache, cls_logits_backward
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
+from mmt_numpy.validate import non_negative_int, positive_int
 
 
 def predict(
@@ -236,9 +237,9 @@ def main(
     out: str = "runs/vqa", epochs: int | None = None, seed: int = 0, log: Callable[[str], None] = print
 ) -> float:
     """The ``train`` command: train, report, save.  Returns the final test accuracy."""
-    config = TrainConfig(seed=seed)
+    config = TrainConfig(seed=non_negative_int("seed", seed))
     if epochs is not None:
-        config.epochs = epochs
+        config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
     log("config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()))
     result = train_vqa(config, log)
     layers = len(result.model.transformer.encoder.layers)

@@ -96,7 +96,7 @@ def test_factor_one_changes_nothing_and_float32_stays_float32():
     ("kwargs", "error", "match"),
     [
         ({"scaling": "yarn", "factor": 2.0}, ValueError, "scaling: expected one of"),
-        ({"scaling": "ntk", "factor": 0.0}, ValueError, "factor: expected a positive finite number"),
+        ({"scaling": "ntk", "factor": 0.0}, ValueError, "factor: expected a positive number"),
         ({"scaling": "ntk", "factor": "2"}, TypeError, "factor: expected a positive number"),
         ({"factor": 2.0}, ValueError, "factor: 2.0 has no effect without scaling"),
     ],
