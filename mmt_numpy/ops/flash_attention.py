@@ -510,8 +510,9 @@ def flash_attention_forward(
 
     batch = q.shape[:-2]
     N, d_v = math.prod(batch), v.shape[-1]
-    cache = FlashCache(q, k, v, None, None, scale, causal, window, key_lengths, tiles, sinks, alibi)
-    problem = _flatten(cache, q * scale)  # scale q once instead of every (L, L) score
+    # The call's description (no output yet), which the tiles are computed from.
+    spec = FlashCache(q, k, v, None, None, scale, causal, window, key_lengths, tiles, sinks, alibi)
+    problem = _flatten(spec, q * scale)  # scale q once instead of every (L, L) score
     threads = _resolve_threads(threads, N * Lq * Lk, len(problem.units))
     out = np.zeros((N, Lq, d_v), dtype=q.dtype)
     lse = np.full((N, Lq), -np.inf, dtype=q.dtype)
@@ -522,7 +523,7 @@ def flash_attention_forward(
     def attend_rows(n: int, row_tiles: Sequence[Tile]) -> None:
         m = acc = None  # running row maximum (bq, 1) and running [Σ exp(s − m) v | Σ exp(s − m)]
         for tile in row_tiles:
-            s = _tile_scores(problem, cache, n, tile)  # (bq, bk) this tile's scores
+            s = _tile_scores(problem, spec, n, tile)  # (bq, bk) this tile's scores
             m_new = s.max(axis=-1, keepdims=True)
             if m is not None:
                 m_new = np.maximum(m, m_new)
