@@ -223,37 +223,46 @@ def check_targets(rows: list[dict]) -> list[str]:
     return verdicts
 
 
+def _length_axis(ax: object, L: np.ndarray) -> None:
+    ax.set_xlabel("sequence length L")
+    ax.set_xticks(L, [str(n) for n in L], rotation=45)
+    ax.minorticks_off()
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot(rows: list[dict], path: Path, *, d: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ones = [r for r in rows if r["H"] == 1]
-    L = np.array([r["L"] for r in ones])
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    ones = [r for r in rows if r["H"] == 1]  # memory and plain attention are measured at H = 1
+    fig, axes = plt.subplots(1, 2 if ones else 1, figsize=(11.5 if ones else 6, 4.4), squeeze=False)
+    axes = list(axes[0])
+    if ones:
+        ax = axes.pop(0)
+        L = np.array([r["L"] for r in ones])
+        measured = np.array([not r.get("plain_extrapolated", False) for r in ones], dtype=bool)
+        plain_mem = np.array([r.get("plain_mem", np.nan) for r in ones]) / MiB
+        if (~measured).any():
+            joined = ~measured | np.roll(~measured, -1)  # join the dashed line to the last measured point
+            ax.loglog(
+                L[joined],
+                plain_mem[joined],
+                "o--",
+                color="tab:red",
+                mfc="white",
+                label="plain, extrapolated ∝ L²",
+            )
+        ax.loglog(L[measured], plain_mem[measured], "o-", color="tab:red", label="plain attention")
+        ax.loglog(L, [r["blocked_mem"] / MiB for r in ones], "s-", color="tab:blue", label="blocked (flash)")
+        ax.set_ylabel("peak memory (MiB)")
+        ax.set_title("peak memory, forward + backward, H = 1")
+        _length_axis(ax, L)
     ax = axes[0]
-    measured = np.array([not r.get("plain_extrapolated", False) for r in ones])
-    plain_mem = np.array([r.get("plain_mem", np.nan) for r in ones]) / MiB
-    if (~measured).any():
-        joined = ~measured | np.roll(~measured, -1)  # join the dashed line to the last measured point
-        ax.loglog(
-            L[joined],
-            plain_mem[joined],
-            "o--",
-            color="tab:red",
-            mfc="white",
-            label="plain, extrapolated ∝ L²",
-        )
-    ax.loglog(L[measured], plain_mem[measured], "o-", color="tab:red", label="plain attention")
-    ax.loglog(L, [r["blocked_mem"] / MiB for r in ones], "s-", color="tab:blue", label="blocked (flash)")
-    ax.set_ylabel("peak memory (MiB)")
-    ax.set_title("peak memory, forward + backward, H = 1")
-    ax = axes[1]
-    for heads, style in ((1, "-"), (8, "--")):
+    for heads, style in zip(sorted({r["H"] for r in rows}), ("-", "--", "-.", ":"), strict=False):
         hr = [r for r in rows if r["H"] == heads]
-        if not hr:
-            continue
         hL = [r["L"] for r in hr]
         ax.loglog(
             hL, [r["blocked_time"] for r in hr], "s" + style, color="tab:blue", label=f"blocked, H = {heads}"
@@ -266,15 +275,17 @@ def plot(rows: list[dict], path: Path, *, d: int) -> None:
                 color="black",
                 label=f"PyTorch SDPA, H = {heads}",
             )
-    ax.loglog(L, [r["plain_time"] for r in ones], "o:", color="tab:red", label="plain, H = 1")
+    if ones and "plain_time" in ones[0]:
+        ax.loglog(
+            [r["L"] for r in ones],
+            [r["plain_time"] for r in ones],
+            "o:",
+            color="tab:red",
+            label="plain, H = 1",
+        )
     ax.set_ylabel("time (s), median")
     ax.set_title("time, forward + backward")
-    for ax in axes:
-        ax.set_xlabel("sequence length L")
-        ax.set_xticks(L, [str(n) for n in L], rotation=45)
-        ax.minorticks_off()
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+    _length_axis(ax, np.array(sorted({r["L"] for r in rows})))
     fig.suptitle(
         f"Attention for long inputs (B = 1, d = {d}, float32): memory grows as L for blocked, L² for plain"
     )
