@@ -7,10 +7,10 @@ one line on stderr that names it, with exit code 2::
 
 Argument types (``type=`` of ``add_argument``) do the checks argparse can do while parsing:
 :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`, :func:`output_dir`
-(a folder that is, or can be created as, a directory) and :func:`input_file` (an existing
-readable file).  What can only be checked later (a ``--filter`` that matches no check, a
-folder that cannot actually be created) raises :class:`CommandLineError`, which
-``__main__`` prints in the same one-line form.
+(a folder that is, or can be created as, a directory), :func:`output_file` (a file to write,
+with the suffixes it may have) and :func:`input_file` (an existing readable file).  What can
+only be checked later (a ``--filter`` that matches no check, a folder that cannot actually be
+created) raises :class:`CommandLineError`, which ``__main__`` prints in the same one-line form.
 """
 
 from __future__ import annotations
@@ -105,6 +105,29 @@ def input_file(text: str) -> Path:
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"expected a readable file, got {text!r}")
     return path
+
+
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    """An argparse type for a file to write: ending in one of ``suffixes`` (any, if none), not a
+    folder, in a folder that is or can be created (:func:`output_dir`'s rule).  Nothing is
+    created here; a command calls :func:`make_output_dir` on its parent before writing."""
+
+    def convert(text: str) -> Path:
+        path = Path(text)
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"expected a file name ending in {' or '.join(suffixes)}, got {text!r}"
+            )
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"expected a file, got {text!r}, which is a folder")
+        try:
+            output_dir(str(path.parent))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: its folder: {exc}") from None
+        return path
+
+    convert.__name__ = "output_file"
+    return convert
 
 
 def make_output_dir(argument: str, path: Path) -> Path:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmt_numpy.validate import positive_int, positive_number
+from mmt_numpy.validate import non_negative_int, positive_int, positive_number
 
 EPS = 1e-6
 RTOL = 1e-5
@@ -124,7 +124,7 @@ def check_tensor(
             errors are judged against at least ``1e-3 · scale`` (module doc).
     """
     eps, rtol = positive_number("eps", eps), positive_number("rtol", rtol)
-    max_elements = positive_int("max_elements", max_elements)
+    max_elements = non_negative_int("max_elements", max_elements)  # 0: random directions only
     num_directions = positive_int("num_directions", num_directions)
     if x.dtype != np.float64:
         raise TypeError(f"{name}: gradient checks need float64, got {x.dtype}")

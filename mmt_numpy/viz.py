@@ -607,3 +607,20 @@ def plot_gradcheck_errors(
     ax.legend(handles=legend, loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+# ----------------------------------------------------------------------------- the explorer page
+
+
+def explore(*args: object, **kwargs: object) -> object:
+    """The interactive attention page (head, model and cross-modal views) for a notebook or a file.
+
+    ``viz.explore(model, ids, patches, images, lengths, vocab=..., answers=..., targets=...)``
+    returns an :class:`mmt_numpy.explorer.ExplorerPage`: left as a cell's last expression,
+    Jupyter shows it (``_repr_html_``), and ``.save("page.html")`` writes the file.  The
+    arguments are those of :func:`mmt_numpy.explorer.explore`.  The static figures above stay
+    the notebooks' pictures, since a page's script does not run where GitHub renders them.
+    """
+    from mmt_numpy.explorer import explore as build  # imported here: the explorer imports viz
+
+    return build(*args, **kwargs)

@@ -436,12 +436,12 @@ README_TEST_COMMAND = 'pip install torch==2.13.0 && pip install -e ".[dev,parity
 
 
 def _run_ci(tmp_path: Path, **statuses: int) -> tuple[int, list[str], str]:
-    """Run ``.ci/run`` with ``pip``, ``ruff`` and ``python`` replaced by stubs that log their
-    arguments and exit with the given statuses (``ruff=1``, ``python=5`` ...)."""
+    """Run ``.ci/run`` with ``apt-get``, ``pip``, ``ruff`` and ``python`` replaced by stubs that
+    log their arguments and exit with the given statuses (``ruff=1``, ``python=5`` ...)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     log = tmp_path / "log"
-    for tool in ("pip", "ruff", "python"):
+    for tool in ("apt-get", "pip", "ruff", "python"):
         stub = bin_dir / tool
         stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\nexit {statuses.get(tool, 0)}\n')
         stub.chmod(0o755)
@@ -461,7 +461,11 @@ def test_ci_lints_then_runs_the_readme_test_command(tmp_path) -> None:
     assert "set -euo pipefail" in script and README_TEST_COMMAND in script
     status, calls, _ = _run_ci(tmp_path)
     assert status == 0
-    assert calls[1:] == [
+    assert calls == [
+        "apt-get update -qq",  # Chromium and its driver, for the explorer's browser test
+        "apt-get install -y -qq chromium chromium-driver",
+        "pip install -e .[data]",  # easy-VQA, for its tests
+        "pip install -e .[dev]",
         "ruff check .",
         "ruff format --check .",
         "pip install torch==2.13.0",

@@ -20,8 +20,12 @@ from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
+<<<<<<< HEAD
 from mmt_numpy.nn.reader import LongTextReader
 from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
+=======
+from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
+>>>>>>> main
 
 __all__ = [
     "Activation",
@@ -50,6 +54,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "VectorFusion",
     "load",
+    "load_config",
     "load_state_dict",
     "module_mask",
     "save",

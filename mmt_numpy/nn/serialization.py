@@ -1,11 +1,13 @@
 """Saving and loading a module's parameters as a ``.npz`` archive (``torch.save(model.state_dict())``).
 
 The file holds one array per parameter, keyed by its dotted name from
-``named_parameters()`` (``"encoder.layers.0.self_attn.W_q"``), and nothing else: no code,
-no pickles.  Loading uses ``np.load(..., allow_pickle=False)``, so a file from an untrusted
-source can at worst hold wrong numbers, never run anything.  Loading is strict: a missing,
-unexpected, mis-shaped or wrongly typed array is refused, all of them named in one message,
-and nothing is copied unless everything fits.
+``named_parameters()`` (``"encoder.layers.0.self_attn.W_q"``), and, when ``save`` is given a
+``config``, one more entry under :data:`CONFIG_KEY`: the model's configuration as JSON text in
+a NumPy string array, so that a command can rebuild the model that made the file
+(:func:`load_config`).  No code, no pickles.  Loading uses ``np.load(..., allow_pickle=False)``,
+so a file from an untrusted source can at worst hold wrong numbers, never run anything.
+Loading is strict: a missing, unexpected, mis-shaped or wrongly typed array is refused, all
+of them named in one message, and nothing is copied unless everything fits.
 
 ``save(m, "weights")`` writes ``weights.npz`` (NumPy's rule) and ``load(m, "weights")`` reads
 it back: both spellings round-trip.  :func:`read_arrays` is the reading half alone (a dict
@@ -14,6 +16,7 @@ of arrays by key), for code that stores more than parameters in the same archive
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -73,6 +76,9 @@ def load_state_dict(module: Module, state: dict[str, np.ndarray]) -> None:
 
 
 SUFFIX = ".npz"
+# The archive entry holding the configuration; no parameter name can clash with it, since
+# ``named_parameters`` names are dotted attribute paths and never start with an underscore.
+CONFIG_KEY = "__config__"
 
 
 def npz_path(path: str | os.PathLike) -> Path:
@@ -84,13 +90,21 @@ def npz_path(path: str | os.PathLike) -> Path:
     return Path(text if text.endswith(SUFFIX) else text + SUFFIX)
 
 
-def save(module: Module, path: str | os.PathLike) -> Path:
+def save(module: Module, path: str | os.PathLike, config: dict | None = None) -> Path:
     """Write ``state_dict(module)`` to a ``.npz`` archive (uncompressed); return the path written.
 
     ``save(m, "weights")`` writes ``weights.npz``, and ``load(m, "weights")`` reads that same
     file, so either spelling round-trips.
+
+    ``config``, an optional JSON-serialisable dict (sizes, vocabulary, answers ...), is stored
+    beside the parameters as one string under :data:`CONFIG_KEY` (a 0-d unicode array, not a
+    pickle); :func:`load_config` reads it back and :func:`load` skips it.
     """
     state = state_dict(module)
+    if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a dict (JSON object), got {type(config).__name__}")
+        state[CONFIG_KEY] = np.array(json.dumps(config, sort_keys=True))
     target = npz_path(path)
     np.savez(target, **state)
     return target
@@ -146,6 +160,34 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load(module: Module, path: str | os.PathLike) -> None:
     """Read a ``.npz`` written by :func:`save` into ``module`` (see :func:`load_state_dict`).
 
-    ``path`` is spelled as for :func:`save`: with or without the ``.npz`` suffix.
+    ``path`` is spelled as for :func:`save`: with or without the ``.npz`` suffix.  A stored
+    configuration (:func:`load_config`) is skipped: it is not a parameter.
     """
-    load_state_dict(module, read_arrays(path))
+    state = read_arrays(path)
+    state.pop(CONFIG_KEY, None)
+    load_state_dict(module, state)
+
+
+def load_config(path: str | os.PathLike) -> dict | None:
+    """The configuration :func:`save` stored in ``path``, or None when the file has none.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_arrays`; ValueError also when the entry
+            is not one JSON string describing an object.
+    """
+    entry = read_arrays(path).get(CONFIG_KEY)
+    if entry is None:
+        return None
+    if entry.dtype.kind != "U" or entry.shape != ():
+        raise ValueError(
+            f"path: expected {CONFIG_KEY} to be one JSON string, got {entry.dtype} {entry.shape}"
+        )
+    try:
+        config = json.loads(str(entry))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"path: {CONFIG_KEY} in {path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"path: expected {CONFIG_KEY} in {path} to hold a JSON object, got {type(config).__name__}"
+        )
+    return config
