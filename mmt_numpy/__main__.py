@@ -23,13 +23,10 @@ EPILOG = """examples:
   python -m mmt_numpy gradcheck --filter attention
   python -m mmt_numpy figures --out figures --only rollout
   python -m mmt_numpy train --epochs 4 --out runs/vqa
-<<<<<<< HEAD
   python -m mmt_numpy longtext --out runs/longtext
-=======
   python -m mmt_numpy train --dataset easy-vqa
   python -m mmt_numpy explore --params runs/easy-vqa/params.npz --out runs/easy-vqa/explorer.html
   python -m mmt_numpy ask --params runs/vqa/params.npz --image a.png --question "what colour is the circle?"
->>>>>>> main
 
 'python -m mmt_numpy COMMAND --help' lists the options of a command."""
 
@@ -147,7 +144,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-<<<<<<< HEAD
 # ----------------------------------------------------------------------------- longtext
 
 
@@ -176,7 +172,6 @@ def _longtext(args: argparse.Namespace) -> int:
     return 0
 
 
-=======
 def _require_easy_vqa(argument: str) -> None:
     """Refuse, naming ``argument``, when the optional easy-VQA package is not installed."""
     from mmt_numpy.data.easy_vqa import require_package
@@ -341,7 +336,6 @@ def _probability(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
->>>>>>> main
 # ----------------------------------------------------------------------------- the table
 
 
@@ -364,20 +358,17 @@ COMMANDS: dict[str, Command] = {
         _train_arguments,
         _train,
     ),
-<<<<<<< HEAD
     "longtext": Command(
         "train readers at 128 tokens, test them up to 2048 with each position scheme",
         _longtext_arguments,
         _longtext,
     ),
-=======
     "explore": Command(
         "write the attention explorer: one self-contained HTML page (head, model, cross-modal view)",
         _explore_arguments,
         _explore,
     ),
     "ask": Command("answer a question about a PNG picture with a model saved by train", _ask_arguments, _ask),
->>>>>>> main
 }
 
 

@@ -20,12 +20,8 @@ from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
-<<<<<<< HEAD
 from mmt_numpy.nn.reader import LongTextReader
-from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
-=======
 from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
->>>>>>> main
 
 __all__ = [
     "Activation",
