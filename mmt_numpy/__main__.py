@@ -23,6 +23,7 @@ EPILOG = """examples:
   python -m mmt_numpy gradcheck --filter attention
   python -m mmt_numpy figures --out figures --only rollout
   python -m mmt_numpy train --epochs 4 --out runs/vqa
+  python -m mmt_numpy longtext --out runs/longtext
   python -m mmt_numpy train --dataset easy-vqa
   python -m mmt_numpy explore --params runs/easy-vqa/params.npz --out runs/easy-vqa/explorer.html
   python -m mmt_numpy ask --params runs/vqa/params.npz --image a.png --question "what colour is the circle?"
@@ -140,6 +141,34 @@ def _train(args: argparse.Namespace) -> int:
     options = {"dataset": args.dataset} if args.dataset is not None else {}
     options.update({"quick": True} if args.quick else {})
     task_module(args.task).main(out=str(out), epochs=args.epochs, seed=args.seed, **options)
+    return 0
+
+
+# ----------------------------------------------------------------------------- longtext
+
+
+def _longtext_arguments(parser: argparse.ArgumentParser) -> None:
+    from mmt_numpy.data.longtext import TASKS
+
+    parser.add_argument(
+        "--out", type=cli.output_dir, default="runs/longtext", help="output folder (default: runs/longtext)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a few-second configuration (for tests)")
+    parser.add_argument(
+        "--seed", type=cli.non_negative_int, default=0, help="seed of data, initialisation and order"
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", choices=TASKS, metavar="TASK", help="only these tasks (passkey, image)"
+    )
+
+
+def _longtext(args: argparse.Namespace) -> int:
+    from mmt_numpy.tasks.longtext import main as longtext_main
+
+    cli.make_output_dir("--out", args.out)
+    longtext_main(
+        out=args.out, quick=args.quick, seed=args.seed, tasks=tuple(args.tasks) if args.tasks else None
+    )
     return 0
 
 
@@ -328,6 +357,11 @@ COMMANDS: dict[str, Command] = {
         "train a task (default: the toy VQA of §6.1; --dataset easy-vqa); save it and its plots",
         _train_arguments,
         _train,
+    ),
+    "longtext": Command(
+        "train readers at 128 tokens, test them up to 2048 with each position scheme",
+        _longtext_arguments,
+        _longtext,
     ),
     "explore": Command(
         "write the attention explorer: one self-contained HTML page (head, model, cross-modal view)",

@@ -1,6 +1,6 @@
 """Modules that own parameters and call the ops (the ``torch.nn`` of mmt_numpy)."""
 
-from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention
+from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention, PositionScheme
 from mmt_numpy.nn.coattention import CoAttentionLayer
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
@@ -20,6 +20,7 @@ from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
+from mmt_numpy.nn.reader import LongTextReader
 from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
 
 __all__ = [
@@ -35,11 +36,13 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
+    "LongTextReader",
     "ModalityEmbedding",
     "Module",
     "MultiHeadAttention",
     "MultimodalTransformer",
     "Parameter",
+    "PositionScheme",
     "SinusoidalPositionalEncoding",
     "TensorFusion",
     "TiedOutputProjection",

@@ -5,6 +5,11 @@ into heads, scaled dot-product attention in every head at once, merge, project a
 Called with one sequence it is self-attention; with a second sequence (``key_value``) it
 is cross-attention, e.g. text queries over image features.
 
+Positions inside attention (``MultiHeadAttention(position=...)``, self-attention only):
+RoPE rotates q and k, ALiBi adds a distance penalty to the scores, and either may run with a
+causal sliding window plus attention sinks (StreamingLLM), with the positions counted as a
+streaming cache counts them.  See :class:`PositionScheme` at the end of this file.
+
 ``ArticleCrossAttention`` is §4.2 taken literally, with its quirks: no value or output
 projection and a built-in residual.  It is here so a reader can run the formula as
 printed and compare it with the usual form.
@@ -13,6 +18,7 @@ printed and compare it with the usual form.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +26,8 @@ import numpy as np
 from mmt_numpy import ops
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
+from mmt_numpy.ops.activations import SoftmaxCache, softmax_backward, softmax_forward
+from mmt_numpy.ops.rope import ROPE_SCALINGS
 from mmt_numpy.validate import module_input, positive_int
 
 
@@ -97,6 +105,10 @@ class MultiHeadAttention(Module):
         kv_dim: width of ``key_value`` when it differs from ``d_model`` (PyTorch's
             ``kdim``/``vdim``), e.g. image features of width 768 attended by text of width 512.
         dtype, rng: parameter dtype (float64 or float32) and the initialisation's generator.
+        position: None (positions, if any, were added to the inputs), ``"rope"``, ``"alibi"``,
+            or a :class:`PositionScheme` (RoPE scaling, a sliding window with sinks).  Only
+            for self-attention.  The attribute ``position`` may be replaced after training,
+            e.g. to evaluate a RoPE model with NTK scaling.
 
     One fact worth seeing in the gradients: ``b_k`` always gets a zero gradient.  It adds
     ``q_i · b_k`` to every score of query row i, and a softmax ignores a shift shared by a
@@ -115,7 +127,9 @@ class MultiHeadAttention(Module):
         kv_dim: int | None = None,
         dtype: object = np.float64,
         rng: RngLike = None,
+        position: PositionScheme | str | None = None,
     ) -> None:
+        self.position = as_position_scheme(position)
         self.d_model = positive_int("d_model", d_model)
         self.num_heads = positive_int("num_heads", num_heads)
         if self.d_model % self.num_heads:
@@ -176,6 +190,11 @@ class MultiHeadAttention(Module):
                     f"d_model={self.d_model} (self-attention needs kv_dim == d_model)"
                 )
             key_value = query
+        elif self.position is not None:
+            raise ValueError(
+                f"key_value: position={self.position.kind!r} encodes positions within one sequence, "
+                "so it is for self-attention only; got a key_value (cross-attention)"
+            )
         else:
             module_input(
                 "key_value",
@@ -198,9 +217,8 @@ class MultiHeadAttention(Module):
         q, cache_q = ops.linear_forward(query, self.W_q.data, self._bias(self.b_q))
         k, cache_k = ops.linear_forward(key_value, self.W_k.data, self._bias(self.b_k))
         v, cache_v = ops.linear_forward(key_value, self.W_v.data, self._bias(self.b_v))
-        heads, cache_attn = ops.attention_forward(
-            split_heads(q, H), split_heads(k, H), split_heads(v, H), mask
-        )
+        attention = ops.attention_forward if self.position is None else self.position.attention_forward
+        heads, cache_attn = attention(split_heads(q, H), split_heads(k, H), split_heads(v, H), mask)
         out, cache_o = ops.linear_forward(merge_heads(heads), self.W_o.data, self._bias(self.b_o))
         return out, MultiHeadAttentionCache(self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o)
 
@@ -224,7 +242,8 @@ class MultiHeadAttention(Module):
         d_merged, dW_o, db_o = ops.linear_backward(d_out, cache.o)
         # heads = attention(split(q), split(k), split(v)); split/merge are reshapes, so their
         # backward is the inverse reshape.
-        dq_h, dk_h, dv_h = ops.attention_backward(split_heads(d_merged, H), cache.attn)
+        backward = positional_attention_backward if self.position is not None else ops.attention_backward
+        dq_h, dk_h, dv_h = backward(split_heads(d_merged, H), cache.attn)
         # q = query @ W_q + b_q,  k = key_value @ W_k + b_k,  v = key_value @ W_v + b_v
         d_query, dW_q, db_q = ops.linear_backward(merge_heads(dq_h), cache.q)
         d_kv_from_k, dW_k, db_k = ops.linear_backward(merge_heads(dk_h), cache.k)
@@ -252,7 +271,8 @@ class MultiHeadAttention(Module):
 
     def __repr__(self) -> str:
         kv = "" if self.kv_dim == self.d_model else f", kv_dim={self.kv_dim}"
-        return f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}{kv})"
+        position = "" if self.position is None else f", position={self.position!r}"
+        return f"MultiHeadAttention(d_model={self.d_model}, num_heads={self.num_heads}{kv}{position})"
 
 
 class ArticleCrossAttention(Module):
@@ -339,3 +359,167 @@ class ArticleCrossAttention(Module):
 
     def __repr__(self) -> str:
         return f"ArticleCrossAttention(d_model={self.d_model}, d_k={self.d_k})"
+
+
+# ----------------------------------------------------------------------------- position schemes
+
+POSITION_KINDS = ("rope", "alibi", "none")
+
+
+@dataclass(frozen=True)
+class PositionScheme:
+    """How :class:`MultiHeadAttention` puts positions into self-attention.
+
+    ``kind``:
+        ``"rope"``: rotate q and k by their positions (``ops.rope_forward``), optionally
+        scaled for lengths beyond ``train_length`` (``scaling="interpolation"`` or
+        ``"ntk"``, factor s = max(1, L / train_length), so at the trained length nothing
+        changes); ``"alibi"``: add ``− m_h |i − j|`` to the scores (``ops.alibi_slopes``);
+        ``"none"``: nothing in attention (absolute positions were added to the inputs), but a
+        window and sinks may still apply.
+    ``window``, ``sinks``: query i sees only keys i − window < j <= i and the first
+        ``sinks`` keys (causal; StreamingLLM's cache of sinks + a sliding window, over a
+        whole sequence at once).  Positions are counted *inside the cache*, as StreamingLLM
+        does: once tokens have been evicted (i >= sinks + window), the cache holds the
+        sinks at positions 0 … sinks − 1 and the window right after them, so query i sits
+        at position sinks + window − 1 and sink j at position j; window keys keep their
+        true distance i − j.  RoPE rotates the query a second time (at
+        ``min(i, sinks + window − 1)``) for its scores against the sinks; ALiBi uses the
+        same cache distance.  With ``"none"`` the absolute positions cannot be re-counted.
+    """
+
+    kind: str = "rope"
+    rope_base: float = 10000.0
+    scaling: str | None = None
+    train_length: int | None = None
+    window: int | None = None
+    sinks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in POSITION_KINDS:
+            raise ValueError(f"position: expected one of {POSITION_KINDS}, got kind={self.kind!r}")
+        if self.scaling not in ROPE_SCALINGS:
+            raise ValueError(f"scaling: expected one of {ROPE_SCALINGS}, got {self.scaling!r}")
+        if self.scaling is not None:
+            if self.kind != "rope":
+                raise ValueError(f"scaling: {self.scaling!r} scales RoPE, but kind={self.kind!r}")
+            if self.train_length is None:
+                raise ValueError("train_length: required with scaling (the factor is L / train_length)")
+        if self.train_length is not None:
+            positive_int("train_length", self.train_length)
+        if self.window is not None:
+            positive_int("window", self.window)
+        if isinstance(self.sinks, bool) or not isinstance(self.sinks, (int, np.integer)) or self.sinks < 0:
+            raise ValueError(f"sinks: expected an integer >= 0, got {self.sinks!r}")
+        if self.sinks and self.window is None:
+            raise ValueError(
+                f"sinks: needs a window (without one every key is visible), got sinks={self.sinks}"
+            )
+
+    def attention_forward(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, PositionalAttentionCache]:
+        """Attention of heads ``q, k, v (B, H, L, d_h)`` with this scheme's positions 0 … L − 1."""
+        return positional_attention_forward(q, k, v, mask, self)
+
+
+def as_position_scheme(position: object) -> PositionScheme | None:
+    if position is None or isinstance(position, PositionScheme):
+        return position
+    if isinstance(position, str):
+        return PositionScheme(kind=position)
+    raise TypeError(
+        f"position: expected None, 'rope', 'alibi' or a PositionScheme, got {type(position).__name__}"
+    )
+
+
+class PositionalAttentionCache(NamedTuple):
+    scheme: PositionScheme
+    attn: ops.AttentionCache  # q and k here are the rotated ones (RoPE)
+    rope_q: ops.RopeCache | None
+    rope_k: ops.RopeCache | None
+    rope_sink_q: ops.RopeCache | None  # the queries rotated at their cache position, for the sinks
+    sink_q: np.ndarray | None  # (B, H, L, d_h) those rotated queries
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(B, H, L, L)`` attention weights, 0 where masked."""
+        return self.attn.weights
+
+
+def _cache_query_position(L: int, scheme: PositionScheme) -> np.ndarray:
+    """Where query i sits in a sinks + window cache: i until tokens are evicted, then sinks + window − 1."""
+    i = np.arange(L)
+    return np.minimum(i, scheme.sinks + scheme.window - 1) if scheme.sinks else i
+
+
+def positional_attention_forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, scheme: PositionScheme
+) -> tuple[np.ndarray, PositionalAttentionCache]:
+    """Self-attention of heads ``q, k, v (B, H, L, d_h)`` with the positions of ``scheme``.
+
+    ``mask`` broadcastable to ``(B, H, L, L)`` (True = may attend) is combined with the
+    scheme's window.  Returns ``(B, H, L, d_h)`` and the cache.
+    """
+    B, H, L, d_h = q.shape
+    i = np.arange(L)
+    s = scheme.sinks
+    if scheme.window is not None:
+        window_mask = ops.flash_attention_mask(L, L, causal=True, window=scheme.window, sinks=s)
+        mask = window_mask if mask is None else mask & window_mask
+    rope_q = rope_k = rope_sink_q = sink_q = None
+    bias = None
+    if scheme.kind == "rope":
+        factor = max(1.0, L / scheme.train_length) if scheme.scaling else 1.0
+        rope = {"base": scheme.rope_base, "scaling": scheme.scaling, "factor": factor}
+        if s:  # sink_q = R(cache position of i) q, for the scores against the sinks
+            sink_q, rope_sink_q = ops.rope_forward(q, _cache_query_position(L, scheme), **rope)
+        q, rope_q = ops.rope_forward(q, i, **rope)  # q_r = R(i) q
+        k, rope_k = ops.rope_forward(k, i, **rope)  # k_r = R(j) k
+    elif scheme.kind == "alibi":
+        distance = np.abs(i[:, None] - i[None, :]).astype(q.dtype)  # (L, L) |i − j|
+        if s:  # the sinks as seen from the cache: query at its cache position, sink j at j
+            distance[:, :s] = _cache_query_position(L, scheme)[:, None] - i[None, :s]
+        bias = -ops.alibi_slopes(H).astype(q.dtype)[:, None, None] * distance  # (H, L, L)
+    if sink_q is None:
+        out, attn = ops.attention_forward(q, k, v, mask, bias=bias)
+    else:
+        scale = 1.0 / math.sqrt(d_h)
+        scores = (q * scale) @ k.swapaxes(-1, -2)  # q_r · k_r: true distances i − j
+        scores[..., :s] = (sink_q * scale) @ k[..., :s, :].swapaxes(-1, -2)  # the sinks at cache distance
+        weights, _ = softmax_forward(scores, mask, out=scores)
+        out = weights @ v
+        attn = ops.AttentionCache(q, k, v, weights, scale)
+    return out, PositionalAttentionCache(scheme, attn, rope_q, rope_k, rope_sink_q, sink_q)
+
+
+def positional_attention_backward(
+    d_out: np.ndarray, cache: PositionalAttentionCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``d_out (B, H, L, d_h)`` -> ``(dq, dk, dv)``, each ``(B, H, L, d_h)``."""
+    expect_cache(cache, PositionalAttentionCache, "positional attention")
+    s = cache.scheme.sinks
+    if cache.sink_q is None:
+        dq, dk, dv = ops.attention_backward(d_out, cache.attn)
+    else:
+        q, k, v, weights, scale = cache.attn
+        # out = weights @ v
+        d_weights = d_out @ v.swapaxes(-1, -2)
+        dv = weights.swapaxes(-1, -2) @ d_out
+        # weights = softmax(scores)
+        d_scores = softmax_backward(d_weights, SoftmaxCache(weights), out=d_weights)
+        # scores[..., :s] = (sink_q · scale) k_rᵀ[:s]: those columns go to sink_q, not to q_r
+        d_sink = d_scores[..., :s].copy()
+        d_scores[..., :s] = 0.0
+        # scores = (q_r · scale) k_rᵀ elsewhere
+        dq = (d_scores @ k) * scale
+        dk = (d_scores.swapaxes(-1, -2) @ q) * scale
+        dk[..., :s, :] += (d_sink.swapaxes(-1, -2) @ cache.sink_q) * scale
+        d_sink_q = (d_sink @ k[..., :s, :]) * scale
+    if cache.rope_q is not None:
+        # q_r = R(i) q, k_r = R(j) k (and sink_q = R(cache position) q): rotate the gradients back
+        dq = ops.rope_backward(dq, cache.rope_q)
+        dk = ops.rope_backward(dk, cache.rope_k)
+        if cache.sink_q is not None:
+            dq += ops.rope_backward(d_sink_q, cache.rope_sink_q)
+    return dq, dk, dv

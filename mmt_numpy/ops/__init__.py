@@ -17,6 +17,7 @@ from mmt_numpy.ops.activations import (
     softmax_backward,
     softmax_forward,
 )
+from mmt_numpy.ops.alibi import alibi_bias, alibi_slopes
 from mmt_numpy.ops.attention import (
     AttentionCache,
     attention_backward,
@@ -52,6 +53,8 @@ __all__ = [
     "ResidualCache",
     "RopeCache",
     "SoftmaxCache",
+    "alibi_bias",
+    "alibi_slopes",
     "attention_backward",
     "attention_forward",
     "causal_mask",

@@ -84,12 +84,28 @@ def _check_qkv(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
             )
 
 
+def _check_bias(bias: object, scores: np.ndarray) -> None:
+    float_array("bias", bias)
+    same_dtype(("q", "bias"), (scores, bias))
+    try:
+        fits = np.broadcast_shapes(bias.shape, scores.shape) == scores.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"bias: expected a shape that broadcasts to the scores {scores.shape} (..., Lq, Lk), "
+            f"got {bias.shape}"
+        )
+
+
 def attention_forward(
     q: np.ndarray,
     k: np.ndarray,
     v: np.ndarray,
     mask: np.ndarray | None = None,
     scale: float | None = None,
+    *,
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, AttentionCache]:
     """Scaled dot-product attention.
 
@@ -100,6 +116,10 @@ def attention_forward(
         mask: bool broadcastable to ``(..., Lq, Lk)``, True = may attend.  A query whose
             keys are all masked gets a zero output row and zero gradients.
         scale: multiplies the scores; default ``1/√d_k``.
+        bias: a constant float array broadcastable to ``(..., Lq, Lk)``, in q's dtype, added
+            to the scaled scores before the softmax, e.g. ALiBi's distance penalty
+            ``ops.alibi_bias(Lq, Lk, slopes)`` ``(H, Lq, Lk)``.  It is not differentiated (the
+            backward is unchanged: the weights already include it).
 
     Returns:
         out ``(..., Lq, d_v)`` and the :class:`AttentionCache`; ``cache.weights`` holds the
@@ -112,6 +132,9 @@ def attention_forward(
     # Scaling q rather than the scores multiplies (Lq, d_k) numbers instead of (Lq, Lk).
     # k.swapaxes is a view: BLAS reads k transposed, no copy.
     scores = (q * scale) @ k.swapaxes(-1, -2)
+    if bias is not None:
+        _check_bias(bias, scores)
+        scores += bias
     # In place: the scores are not needed once the weights exist (one (Lq, Lk) array fewer).
     weights, _ = softmax_forward(scores, mask, out=scores)
     out = weights @ v

@@ -22,6 +22,30 @@ position m and a key at position n
 
 a function of n − m alone.  RoPE is applied to q and k (never to v), after their
 projections and before the scores.
+
+Reading past the trained length: scaling
+----------------------------------------
+A model trained on sequences of length L_train has seen the angles p θ_i only for
+p < L_train.  At a longer target length L the slow pairs (small θ_i) turn further than
+they ever did in training, and the scores of distant keys are out of distribution.  With
+the factor s = L / L_train, two fixes keep the angles in the trained range without
+retraining (``scaling=``, ``factor=s``):
+
+* position interpolation (Chen et al., 2023), ``"interpolation"``: squeeze the positions,
+  p → p / s.  Every angle p θ_i / s stays below L_train θ_i, but neighbouring tokens are
+  now only 1/s apart, finer than anything seen in training:
+
+      angle_i(p) = (p / s) · base^(−2i/d)
+
+* NTK-aware scaling (bloc97, 2023), ``"ntk"``: keep the positions, enlarge the base,
+  base → base · s^(d/(d−2)).  Then θ_i' = θ_i · s^(−2i/(d−2)): the fastest pair (i = 0,
+  which tells neighbours apart) is unchanged and the slowest (i = d/2 − 1) is divided by
+  exactly s, i.e. interpolated; the pairs between are stretched geometrically in between:
+
+      angle_i(p) = p · (base · s^(d/(d−2)))^(−2i/d)
+
+Both are still rotations, so the backward (the inverse rotation) and the relative-position
+property are unchanged; only the angles differ.
 """
 
 from __future__ import annotations
@@ -46,8 +70,31 @@ def rope_angles(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndar
     return np.asarray(positions, dtype=np.float64)[..., None] * inv_freq
 
 
+ROPE_SCALINGS = (None, "interpolation", "ntk")
+
+
+def scaled_rope(
+    positions: np.ndarray, d: int, base: float, scaling: str | None, factor: float
+) -> tuple[np.ndarray, float]:
+    """The positions and base that ``scaling`` with ``factor`` s turns (positions, base) into.
+
+    ``"interpolation"``: (p / s, base);  ``"ntk"``: (p, base · s^(d/(d−2)));  None: unchanged.
+    With d = 2 there is one pair, θ_0 = base^0 = 1 for any base, so NTK scaling leaves it alone.
+    """
+    if scaling == "interpolation":
+        return positions / factor, base
+    if scaling == "ntk" and d > 2:
+        return positions, base * factor ** (d / (d - 2))
+    return positions, base
+
+
 def rope_forward(
-    x: np.ndarray, positions: np.ndarray | None = None, base: float = 10000.0
+    x: np.ndarray,
+    positions: np.ndarray | None = None,
+    base: float = 10000.0,
+    *,
+    scaling: str | None = None,
+    factor: float = 1.0,
 ) -> tuple[np.ndarray, RopeCache]:
     """Rotate each feature pair of every position by its angle.
 
@@ -58,6 +105,9 @@ def rope_forward(
             Default ``0, 1, ..., L − 1``.
         base: the frequency base (10000 in the RoFormer paper; larger values stretch the
             wavelengths, as long-context models do).
+        scaling: None, ``"interpolation"`` (positions divided by ``factor``) or ``"ntk"``
+            (base multiplied by ``factor^(d/(d−2))``); see the module docstring.
+        factor: s = target length / trained length, a positive number (1 changes nothing).
 
     Returns:
         out ``(..., L, d)`` in x's dtype, and the :class:`RopeCache` (``cos`` and ``sin``, each
@@ -83,6 +133,12 @@ def rope_forward(
             f"feature axis), got {positions.shape}"
         )
 
+    if scaling not in ROPE_SCALINGS:
+        raise ValueError(f"scaling: expected one of {ROPE_SCALINGS}, got {scaling!r}")
+    factor = positive_number("factor", factor)
+    if scaling is None and factor != 1.0:
+        raise ValueError(f"factor: {factor} has no effect without scaling='interpolation' or 'ntk'")
+    positions, base = scaled_rope(positions.astype(np.float64), d, float(base), scaling, factor)
     angles = rope_angles(positions, d, base)  # (..., L, d/2), float64 for accuracy
     cos = np.cos(angles).astype(x.dtype)
     sin = np.sin(angles).astype(x.dtype)
