@@ -16,10 +16,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+import nbclient  # dev dependencies, like pytest itself: no skip
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXERCISES = ROOT / "exercises"
