@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from mmt_numpy.data import video as vdata
 from mmt_numpy.nn import save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.nn.video_qa import VideoQAModel
+from mmt_numpy.ops.flash_attention import blas_controller
 from mmt_numpy.ops.stft import hann_window, log_spectrogram
 from mmt_numpy.optim import Adam
 
@@ -120,14 +121,12 @@ class VideoResult:
     seconds: float = 0.0
 
 
-def one_blas_thread():
+def one_blas_thread() -> AbstractContextManager:
     """BLAS held at one thread while training: on width-32 matrices OpenBLAS's threads cost
-    more than they save (and under load far more); a no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    more than they save (under load, far more), and one thread keeps float32 rounding the same
+    from run to run; a no-op without threadpoolctl."""
+    controller = blas_controller()
+    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def build_model(config: VideoConfig, dataset: vdata.VideoQADataset) -> VideoQAModel:
