@@ -2,6 +2,7 @@
 
 from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention
 from mmt_numpy.nn.coattention import CoAttentionLayer
+from mmt_numpy.nn.decoder import TransformerDecoder, TransformerDecoderLayer
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
     Embedding,
@@ -15,6 +16,7 @@ from mmt_numpy.nn.encoder import TransformerEncoder, TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation, FeedForward
 from mmt_numpy.nn.fusion import FeatureFusion, TensorFusion, VectorFusion
 from mmt_numpy.nn.image_text import ImageTextModel
+from mmt_numpy.nn.kv_cache import KVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
@@ -32,6 +34,7 @@ __all__ = [
     "FeedForward",
     "GridPositionalEmbedding",
     "ImageTextModel",
+    "KVCache",
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
@@ -43,6 +46,8 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "TensorFusion",
     "TiedOutputProjection",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "VectorFusion",
