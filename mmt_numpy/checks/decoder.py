@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
+
 from mmt_numpy import nn, ops
 from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module, check_op
@@ -51,6 +53,22 @@ def smoothed_cross_entropy_case(reduction: str) -> GradcheckReport:
     )
 
 
+def caption_loss_case(label_smoothing: float = 0.1) -> GradcheckReport:
+    """The captioner's training loss on two 2x2-patch images and texts of 4 positions, the second
+    text padded (ignored targets), through the image encoder, the decoder and the tied word table."""
+    model = nn.ImageCaptioner(
+        7, 6, (2, 2), bos_id=5, eos_id=6, d_model=4, num_heads=2, d_ff=6, encoder_layers=1,
+        decoder_layers=1, max_len=5, rng=100,
+    )  # fmt: skip
+    randomize(model, 101)
+    inputs = np.array([[5, 1, 2, 3], [5, 4, 1, 0]])  # [BOS] w w w
+    targets = np.array([[1, 2, 3, 6], [4, 1, 6, -100]])  # shifted by one; the padding ignored
+    loss = nn.CaptionLoss(model, label_smoothing)
+    patches = {"patches": randn(102, 2, 4, 6)}
+    name = f"ImageCaptioner loss (tied, smoothing {label_smoothing})"
+    return check_module(loss, {**patches, "inputs": inputs, "targets": targets}, name=name)
+
+
 CASES = [
     *[
         Case(
@@ -64,4 +82,5 @@ CASES = [
         Case(f"cross_entropy ({r}, label smoothing 0.1)", partial(smoothed_cross_entropy_case, r))
         for r in ("mean", "none")
     ],
+    Case("ImageCaptioner loss (tied, smoothing 0.1)", caption_loss_case),
 ]

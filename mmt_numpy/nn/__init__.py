@@ -1,6 +1,7 @@
 """Modules that own parameters and call the ops (the ``torch.nn`` of mmt_numpy)."""
 
 from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention
+from mmt_numpy.nn.captioner import CaptionLoss, ImageCaptioner
 from mmt_numpy.nn.coattention import CoAttentionLayer
 from mmt_numpy.nn.decoder import TransformerDecoder, TransformerDecoderLayer
 from mmt_numpy.nn.dropout import Dropout
@@ -27,12 +28,14 @@ from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
 __all__ = [
     "Activation",
     "ArticleCrossAttention",
+    "CaptionLoss",
     "CoAttentionLayer",
     "Dropout",
     "Embedding",
     "FeatureFusion",
     "FeedForward",
     "GridPositionalEmbedding",
+    "ImageCaptioner",
     "ImageTextModel",
     "KVCache",
     "LayerNorm",
