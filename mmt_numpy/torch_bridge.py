@@ -22,7 +22,7 @@ Supported: ``Linear``, ``LayerNorm``, ``Embedding``, ``LearnedPositionalEmbeddin
 ``nn.Embedding`` over positions), ``MultiHeadAttention``, ``TransformerEncoderLayer``,
 ``TransformerEncoder`` (not with ``share_layers``: ``nn.TransformerEncoder`` copies its layer),
 ``TransformerDecoderLayer`` (our ``cross_attn`` is PyTorch's ``multihead_attn``),
-``TransformerDecoder``,
+``TransformerDecoder``, ``TiedOutputProjection`` (an ``nn.Linear`` holding a copy of the table),
 the §5 ``MultimodalTransformer`` (its PyTorch twin is :func:`twin_classes`'s
 ``MultimodalTransformer``) and ``CoAttentionLayer``.  A module with attention dropout has no
 exact twin (ours has none); with ``dropout=0`` or in ``eval()`` the two compute the same.
@@ -176,6 +176,11 @@ _MAPPINGS = {
     ours.Linear: lambda m, o, t: _linear(o, t),
     ours.LayerNorm: lambda m, o, t: _norm(o, t),
     ours.Embedding: lambda m, o, t: [(o + "weight", t + "weight", None, False)],
+    # logits = h Eᵀ + b: nn.Linear(dim, vocab).weight (vocab, dim) is the table E itself
+    ours.TiedOutputProjection: lambda m, o, t: [
+        (o + "weight", t + "weight", None, False),
+        (o + "b", t + "bias", None, False),
+    ],
     ours.LearnedPositionalEmbedding: lambda m, o, t: [(o + "weight", t + "weight", None, False)],
     ours.MultiHeadAttention: _mha,
     ours.TransformerEncoderLayer: _encoder_layer,
@@ -328,6 +333,8 @@ def _build(m: Module) -> Any:
         return tnn.Embedding(m.num_embeddings, m.dim)
     if isinstance(m, ours.LearnedPositionalEmbedding):
         return tnn.Embedding(m.max_len, m.dim)
+    if isinstance(m, ours.TiedOutputProjection):
+        return tnn.Linear(m.dim, m.vocab, bias=m.b is not None)
     if isinstance(m, (ours.MultimodalTransformer, ours.CoAttentionLayer)):
         return twin_classes()[type(m).__name__](m)
     raise TypeError(f"module: {type(m).__name__} has no PyTorch twin in the bridge")

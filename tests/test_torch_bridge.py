@@ -40,6 +40,7 @@ SUPPORTED = {
         8, 2, 12, norm_first=True, activation="gelu", rng=s
     ),
     "TransformerDecoder": lambda s: nn.TransformerDecoder(8, 2, 12, 2, final_norm=True, rng=s),
+    "TiedOutputProjection": lambda s: nn.TiedOutputProjection(nn.Embedding(7, 4, rng=s), bias=True),
 }
 
 

@@ -124,6 +124,13 @@ class CaptionDataset:
         """``(S, num_patches, patch*patch*3)``: ViT patch tokens of every image."""
         return patchify(self.images, self.patch).astype(dtype)
 
+    def head(self, n: int) -> CaptionDataset:
+        """The first ``n`` scenes as a dataset of their own (views, no copies)."""
+        n = positive_int("n", n)
+        return CaptionDataset(
+            self.images[:n], self.scenes[:n], self.captions[:n], self.ids[:n], self.lengths[:n], self.patch
+        )
+
     def references(self) -> list[list[list[str]]]:
         """Each caption as the one reference of BLEU: ``[[words]]`` per scene."""
         return [[c.split()] for c in self.captions]
