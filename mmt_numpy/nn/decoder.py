@@ -29,7 +29,8 @@ import numpy as np
 
 from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
-from mmt_numpy.nn.feedforward import Activation, FeedForwardCache, feed_forward, feed_forward_backward
+from mmt_numpy.nn.encoder import TransformerEncoderLayer
+from mmt_numpy.nn.feedforward import Activation
 from mmt_numpy.nn.kv_cache import EvictionPolicy, KVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
@@ -232,13 +233,10 @@ class TransformerDecoderLayer(Module):
         x, _ = sublayer_forward(x, self._feed_forward, self.norm3, self.dropout3, self.norm_first)
         return x
 
-    def _feed_forward(self, x: np.ndarray) -> tuple[np.ndarray, FeedForwardCache]:
-        return feed_forward(x, self.linear1, self.activation, self.dropout, self.linear2)
-
-    def _feed_forward_backward(self, d_out: np.ndarray, cache: FeedForwardCache) -> tuple[np.ndarray]:
-        return (
-            feed_forward_backward(d_out, cache, self.linear1, self.activation, self.dropout, self.linear2),
-        )
+    # The position-wise network over this layer's linear1, activation, dropout, linear2: the
+    # encoder layer's two methods, which read exactly those submodules.
+    _feed_forward = TransformerEncoderLayer._feed_forward
+    _feed_forward_backward = TransformerEncoderLayer._feed_forward_backward
 
     def __repr__(self) -> str:
         return (

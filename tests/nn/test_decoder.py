@@ -12,7 +12,8 @@ from mmt_numpy.checks import randn, randomize
 from mmt_numpy.checks.decoder import decoder_case, decoder_layer_case
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import TransformerDecoder, TransformerDecoderLayer
-from mmt_numpy.torch_bridge import grads_from_torch, to_torch, torch_mask
+from mmt_numpy.torch_bridge import to_torch, torch_mask
+from tests.nn.test_encoder import assert_grads_match
 
 B, T, Lm, D, H, F = 2, 5, 4, 8, 2, 12
 
@@ -37,10 +38,7 @@ def _compare_with_torch(ours, seed: int) -> None:
     (out_t * torch.from_numpy(G)).sum().backward()
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(d_memory, mt.grad.numpy(), rtol=0, atol=1e-10)
-    torch_grads = grads_from_torch(ours, theirs)
-    assert set(torch_grads) == {name for name, _ in ours.named_parameters()}
-    for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad, torch_grads[name], rtol=0, atol=1e-10, err_msg=name)
+    assert_grads_match(ours, theirs)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
