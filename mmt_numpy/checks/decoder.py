@@ -49,7 +49,7 @@ def smoothed_cross_entropy_case(reduction: str) -> GradcheckReport:
         ops.cross_entropy_backward,
         {"logits": logits},
         kwargs=kwargs,
-        name=f"cross_entropy ({reduction}, label smoothing 0.1)",
+        name=f"cross_entropy ({reduction}, smoothing 0.1)",
     )
 
 
@@ -65,7 +65,7 @@ def caption_loss_case(label_smoothing: float = 0.1) -> GradcheckReport:
     targets = np.array([[1, 2, 3, 6], [4, 1, 6, -100]])  # shifted by one; the padding ignored
     loss = nn.CaptionLoss(model, label_smoothing)
     patches = {"patches": randn(102, 2, 4, 6)}
-    name = f"ImageCaptioner loss (tied, smoothing {label_smoothing})"
+    name = f"ImageCaptioner loss (tied, ε={label_smoothing})"
     return check_module(loss, {**patches, "inputs": inputs, "targets": targets}, name=name)
 
 
@@ -79,8 +79,8 @@ CASES = [
     ],
     Case("TransformerDecoder (2 pre-LN + norm)", decoder_case),
     *[
-        Case(f"cross_entropy ({r}, label smoothing 0.1)", partial(smoothed_cross_entropy_case, r))
+        Case(f"cross_entropy ({r}, smoothing 0.1)", partial(smoothed_cross_entropy_case, r))
         for r in ("mean", "none")
     ],
-    Case("ImageCaptioner loss (tied, smoothing 0.1)", caption_loss_case),
+    Case("ImageCaptioner loss (tied, ε=0.1)", caption_loss_case),
 ]

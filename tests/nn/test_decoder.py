@@ -107,6 +107,20 @@ def test_padded_patches_change_nothing() -> None:
     )
 
 
+def test_a_memory_mask_per_text_position_equals_key_padding() -> None:
+    """memory_mask (B, T, Lm), one row per text position, against the same padding as (B, 1, 1, Lm)."""
+    dec = randomize(TransformerDecoder(D, H, F, 2, rng=24), 25)
+    x, memory = randn(26, B, T, D), randn(27, B, Lm, D)
+    keep = ops.padding_mask([4, 2], Lm)
+    per_position = np.broadcast_to(keep[:, 0], (B, T, Lm)).copy()
+    np.testing.assert_allclose(
+        dec(x, memory, mask=ops.causal_mask(T), memory_mask=per_position),
+        dec(x, memory, mask=ops.causal_mask(T), memory_mask=keep),
+        rtol=0,
+        atol=1e-14,
+    )
+
+
 def test_weights_of_both_attentions_are_in_the_cache() -> None:
     dec = TransformerDecoder(D, H, F, 2, rng=14)
     _, cache = dec.forward(randn(15, B, T, D), randn(16, B, Lm, D), mask=ops.causal_mask(T))
