@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmt_numpy.validate import non_negative_int, positive_int, positive_number
+
 EPS = 1e-6
 RTOL = 1e-5
 MAX_ELEMENTS = 256
@@ -121,6 +123,9 @@ def check_tensor(
         scale: the largest analytic gradient entry of the whole check (0: this tensor alone);
             errors are judged against at least ``1e-3 · scale`` (module doc).
     """
+    eps, rtol = positive_number("eps", eps), positive_number("rtol", rtol)
+    max_elements = non_negative_int("max_elements", max_elements)  # 0: random directions only
+    num_directions = positive_int("num_directions", num_directions)
     if x.dtype != np.float64:
         raise TypeError(f"{name}: gradient checks need float64, got {x.dtype}")
     grad = np.asarray(grad, dtype=np.float64)

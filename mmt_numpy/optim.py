@@ -35,20 +35,12 @@ from collections.abc import Iterable
 import numpy as np
 
 from mmt_numpy.nn.module import Parameter
+from mmt_numpy.validate import non_negative_number, real_number
 
 
-def _number(
-    name: str, value: object, low: float, high: float = math.inf, *, high_open: bool = False
-) -> float:
-    """``value`` as a float in ``[low, high]`` (``[low, high)`` with ``high_open``), else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or value < low or too_high:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name}: expected a number in [{low:g}, {high:g}{bracket}, got {value!r}")
-    return value
+def _decay_rate(name: str, value: object) -> float:
+    """A momentum or moment-decay factor in [0, 1): 1 would never forget the first gradient."""
+    return real_number(name, value, low=0.0, high=1.0, high_open=True)
 
 
 class Optimizer(ABC):
@@ -100,9 +92,9 @@ class SGD(Optimizer):
         self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
     ) -> None:
         super().__init__(params)
-        self.lr = _number("lr", lr, 0.0)
-        self.momentum = _number("momentum", momentum, 0.0, 1.0, high_open=True)
-        self.weight_decay = _number("weight_decay", weight_decay, 0.0)
+        self.lr = non_negative_number("lr", lr)
+        self.momentum = _decay_rate("momentum", momentum)
+        self.weight_decay = non_negative_number("weight_decay", weight_decay)
         self.buffers: list[np.ndarray | None] = [None] * len(self.params)
 
     def _update(self, i: int, p: Parameter) -> None:
@@ -128,7 +120,7 @@ class Adam(Optimizer):
         params: the parameters to update.
         lr: learning rate, ≥ 0.
         betas: ``(β1, β2)``, the decay rates of the first and second moment, each in [0, 1).
-        eps: ε > 0 added to the denominator ``√v̂``.
+        eps: ε ≥ 0 added to the denominator ``√v̂`` (as PyTorch, 0 is allowed).
         weight_decay: λ ≥ 0 as an L2 penalty added to the gradient (see :class:`AdamW`
             for the decoupled form).
     """
@@ -144,13 +136,13 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params)
-        self.lr = _number("lr", lr, 0.0)
+        self.lr = non_negative_number("lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        self.beta1 = _number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
-        self.beta2 = _number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-        self.eps = _number("eps", eps, 0.0)
-        self.weight_decay = _number("weight_decay", weight_decay, 0.0)
+        self.beta1 = _decay_rate("betas[0]", betas[0])
+        self.beta2 = _decay_rate("betas[1]", betas[1])
+        self.eps = non_negative_number("eps", eps)
+        self.weight_decay = non_negative_number("weight_decay", weight_decay)
         self.m = [np.zeros_like(p.data) for p in self.params]  # first moment, per parameter
         self.v = [np.zeros_like(p.data) for p in self.params]  # second moment
 

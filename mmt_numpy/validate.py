@@ -83,35 +83,112 @@ def grad_output(d_out: object, shape: tuple[int, ...], dtype: np.dtype, name: st
 
 
 def grad_scalar(d_loss: object, dtype: np.dtype, name: str = "d_loss") -> np.ndarray:
-    """The upstream gradient of a scalar loss: a real number or a 0-d array, as a 0-d array of ``dtype``."""
-    if isinstance(d_loss, bool) or not isinstance(d_loss, (int, float, np.integer, np.floating, np.ndarray)):
-        raise TypeError(f"{name}: expected a real number (the loss is a scalar), got {type(d_loss).__name__}")
+    """The upstream gradient of a scalar loss: a finite real number or a 0-d array, as a 0-d
+    array of ``dtype`` (the loss's own dtype, so a float32 loss's gradients stay float32)."""
     if isinstance(d_loss, np.ndarray) and d_loss.shape != ():
         raise ValueError(
             f"{name}: expected a scalar or a 0-d array (the loss is a scalar), got shape {d_loss.shape}"
         )
-    return np.asarray(d_loss, dtype=dtype)
+    return np.asarray(real_number(name, d_loss, what="a real number (the loss is a scalar)"), dtype=dtype)
+
+
+def _scalar(value: object) -> object:
+    """A 0-d array's element (``np.asarray(0.07)`` -> ``np.float64(0.07)``); anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return value[()]
+    return value
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """How a range reads in a message: ``"> 0"``, ``">= 0"``, ``"in [0, 1)"``, ``""`` for any."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def real_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str | None = None,
+) -> float:
+    """``value`` as a Python float if it is a finite real number in the given range, else raise.
+
+    The one scalar check behind every hyperparameter of the package (temperature, scale, eps,
+    dropout p, learning rates, RoPE base ...).  Accepted: Python ints and floats, NumPy
+    integer and floating scalars (``np.float32(0.07)``) and 0-d arrays of them.  Refused with
+    a TypeError: bools (``True`` is an int to Python, but never a meant number), strings,
+    complex numbers, arrays with dimensions.  Refused with a ValueError: NaN, ±inf, and values
+    outside ``[low, high]`` (an end is excluded with ``low_open`` / ``high_open``).
+
+    Args:
+        name: the argument's name, the first word of every message.
+        what: how the expectation reads, e.g. ``"a probability in [0, 1]"``; by default
+            ``"a number"`` followed by the range.
+    """
+    if what is None:
+        what = f"a number {_interval(low, high, low_open, high_open)}".rstrip()
+    scalar = _scalar(value)
+    if isinstance(scalar, (bool, np.bool_)) or not isinstance(scalar, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+    number = float(scalar)
+    if not np.isfinite(number):
+        raise ValueError(f"{name}: expected {what} (finite), got {value!r}")
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and (number >= high if high_open else number > high)
+    if below or above:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return number
 
 
 def positive_number(name: str, value: object) -> float:
-    """``value`` as a Python float if it is a finite real number > 0 (a Python or NumPy scalar, or
-    a 0-d array), else raise naming ``name``."""
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return float(value)
+    """``value`` as a float if it is a finite real number > 0 (see :func:`real_number`)."""
+    return real_number(name, value, low=0.0, low_open=True, what="a positive number")
+
+
+def non_negative_number(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number >= 0 (see :func:`real_number`)."""
+    return real_number(name, value, low=0.0, what="a number >= 0")
+
+
+def probability(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number in [0, 1] (see :func:`real_number`)."""
+    return real_number(name, value, low=0.0, high=1.0, what="a probability in [0, 1]")
+
+
+def integer(name: str, value: object, *, low: int | None = None, what: str | None = None) -> int:
+    """``value`` as a Python int if it is an integer >= ``low``, else raise naming ``name``.
+
+    Accepted: Python ints, NumPy integer scalars and 0-d integer arrays.  Refused with a
+    TypeError: bools and floats, even integral ones such as ``2.0`` (a float where a count is
+    expected is usually a computation gone wrong, e.g. ``d / 2`` instead of ``d // 2``).
+    """
+    if what is None:
+        what = "an integer" if low is None else f"an integer >= {low}"
+    scalar = _scalar(value)
+    if isinstance(scalar, (bool, np.bool_)) or not isinstance(scalar, (int, np.integer)):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+    if low is not None and scalar < low:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return int(scalar)
 
 
 def positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int if it is a positive integer, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
+    """``value`` as an int if it is an integer >= 1 (see :func:`integer`)."""
+    return integer(name, value, low=1, what="a positive integer")
+
+
+def non_negative_int(name: str, value: object) -> int:
+    """``value`` as an int if it is an integer >= 0 (see :func:`integer`)."""
+    return integer(name, value, low=0, what="an integer >= 0")
 
 
 def module_input(

@@ -34,7 +34,7 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Patch, Rectangle
 
 from mmt_numpy.gradcheck import RTOL, GradcheckReport
-from mmt_numpy.validate import bool_mask, positive_int
+from mmt_numpy.validate import bool_mask, integer, positive_int, positive_number, real_number
 
 # How far a weight may stray from [0, 1] and a row sum from 1 (or 0) before we refuse it:
 # loose enough for float32 softmax rounding over a few thousand keys, tight enough to catch
@@ -387,13 +387,12 @@ def plot_cross_modal(
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not -Lt <= t < Lt:
             raise ValueError(f"token_indices: expected integers in [0, {Lt}), got {list(token_indices)}")
         chosen.append(int(t) % Lt)
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha: expected a value in (0, 1], got {alpha}")
+    alpha = real_number("alpha", alpha, low=0.0, low_open=True, high=1.0)
     max_cols = positive_int("max_cols", max_cols)
 
     ph, pw = H // gh, W // gw
     maps = [w[t].reshape(gh, gw) for t in chosen]
-    top = float(max(m.max() for m in maps)) if vmax is None else float(vmax)
+    top = float(max(m.max() for m in maps)) if vmax is None else positive_number("vmax", vmax)
     top = top if top > 0 else 1.0
 
     n_panels = 1 + len(chosen)
@@ -513,11 +512,10 @@ def plot_rollout(
     names = _check_labels("labels", labels, L, "one per token")
     per_layer = [np.asarray(w, dtype=np.float64).mean(axis=-3) for w in weights_per_layer]
     if rollout.ndim == 3:
-        valid = isinstance(batch_index, (int, np.integer)) and not isinstance(batch_index, bool)
-        if not valid or not 0 <= batch_index < rollout.shape[0]:
-            raise ValueError(
-                f"batch_index: expected an integer in [0, {rollout.shape[0]}), got {batch_index!r}"
-            )
+        what = f"an integer in [0, {rollout.shape[0]})"
+        batch_index = integer("batch_index", batch_index, low=0, what=what)
+        if batch_index >= rollout.shape[0]:
+            raise ValueError(f"batch_index: expected {what}, got {batch_index!r}")
         rollout = rollout[batch_index]
         per_layer = [m[batch_index] for m in per_layer]
     panels = per_layer + [rollout]
@@ -570,8 +568,7 @@ def plot_gradcheck_errors(
     for i, report in enumerate(reports):
         if not isinstance(report, GradcheckReport):
             raise TypeError(f"reports[{i}]: expected a GradcheckReport, got {type(report).__name__}")
-    if not rtol > 0:
-        raise ValueError(f"rtol: expected a positive tolerance, got {rtol}")
+    rtol = positive_number("rtol", rtol)
 
     names = [r.name for r in reports]
     errors = np.array([r.max_rel_err for r in reports], dtype=np.float64)
@@ -610,3 +607,20 @@ def plot_gradcheck_errors(
     ax.legend(handles=legend, loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+# ----------------------------------------------------------------------------- the explorer page
+
+
+def explore(*args: object, **kwargs: object) -> object:
+    """The interactive attention page (head, model and cross-modal views) for a notebook or a file.
+
+    ``viz.explore(model, ids, patches, images, lengths, vocab=..., answers=..., targets=...)``
+    returns an :class:`mmt_numpy.explorer.ExplorerPage`: left as a cell's last expression,
+    Jupyter shows it (``_repr_html_``), and ``.save("page.html")`` writes the file.  The
+    arguments are those of :func:`mmt_numpy.explorer.explore`.  The static figures above stay
+    the notebooks' pictures, since a page's script does not run where GitHub renders them.
+    """
+    from mmt_numpy.explorer import explore as build  # imported here: the explorer imports viz
+
+    return build(*args, **kwargs)

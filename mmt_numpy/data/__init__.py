@@ -58,13 +58,17 @@ from mmt_numpy.data.tokenizer import (
     WORDS,
     Tokenizer,
     mask_tokens,
+    split_words,
 )
 from mmt_numpy.data.vqa import (
     ANSWERS,
+    QUESTION_TYPES,
+    ImageQuestions,
     VQADataset,
     make_caption_data,
     make_vqa_dataset,
     make_vqa_splits,
+    question_type,
 )
 
 __all__ = [
@@ -78,8 +82,10 @@ __all__ = [
     "CLS_ID",
     "COLOURS",
     "IGNORE_INDEX",
+    "ImageQuestions",
     "MASK_ID",
     "PAD_ID",
+    "QUESTION_TYPES",
     "SEP_ID",
     "SHAPES",
     "SPECIAL_TOKENS",
@@ -97,8 +103,10 @@ __all__ = [
     "make_vqa_splits",
     "mask_tokens",
     "patchify",
+    "question_type",
     "questions",
     "random_scene",
     "render",
+    "split_words",
     "teacher_forcing",
 ]

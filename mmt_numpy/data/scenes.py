@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmt_numpy.validate import positive_int
+
 SHAPES = ("square", "circle", "triangle")
 COLOURS = {
     "red": (0.9, 0.15, 0.1),
@@ -95,8 +97,7 @@ def patchify(images: np.ndarray, patch: int) -> np.ndarray:
             f"images: expected an array (N, H, W, C), got {getattr(images, 'shape', type(images).__name__)}"
         )
     N, H, W, C = images.shape
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
-        raise ValueError(f"patch: expected a positive integer, got {patch!r}")
+    patch = positive_int("patch", patch)
     if H % patch or W % patch:
         raise ValueError(f"patch: expected a divisor of the image height {H} and width {W}, got {patch}")
     gh, gw = H // patch, W // patch

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mmt_numpy.data.scenes import COLOURS, SHAPES
+from mmt_numpy.validate import probability
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = range(len(SPECIAL_TOKENS))
@@ -27,12 +28,25 @@ WORDS = (
     "no",
 )
 IGNORE_INDEX = -100  # the target of a position that is not predicted (cross_entropy's default)
+PUNCTUATION = ("?", ",")  # written as words of their own
+
+
+def split_words(text: str) -> list[str]:
+    """The words of ``text``: lower-cased, split on spaces, ``?`` and ``,`` as words of their own.
+
+    ``"What colour is the square?"`` -> ``["what", "colour", "is", "the", "square", "?"]``, the
+    form the toy questions are written in, so a question typed by hand reads the same.
+    """
+    text = text.lower()
+    for mark in PUNCTUATION:
+        text = text.replace(mark, f" {mark} ")
+    return text.split()
 
 
 class Tokenizer:
     """Word-level tokenizer over a fixed vocabulary: special tokens first, then the words.
 
-    Text is split on spaces (punctuation is written as separate words, ``"square ?"``).
+    Text is split into words by :func:`split_words` (lower case, ``?`` and ``,`` as words).
     ``encode`` prepends ``[CLS]`` (the position a classifier reads, as in BERT) and pads
     with ``[PAD]`` (id 0) to a common length.
 
@@ -59,13 +73,13 @@ class Tokenizer:
         """Token ids ``(N, length)`` (``[CLS]`` first, ``[PAD]`` after the end) and lengths ``(N,)``.
 
         Args:
-            texts: N strings of space-separated words; an unknown word becomes ``[UNK]``.
+            texts: N strings of words (:func:`split_words`); an unknown word becomes ``[UNK]``.
             length: the padded length; default the longest encoded text.  A text that does
                 not fit raises ValueError (silently cutting a question would change it).
         """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise TypeError(f"texts: expected a sequence of strings, got {type(texts).__name__}")
-        rows = [[CLS_ID, *(self.ids.get(w, UNK_ID) for w in text.split())] for text in texts]
+        rows = [[CLS_ID, *(self.ids.get(w, UNK_ID) for w in split_words(text))] for text in texts]
         longest = max((len(r) for r in rows), default=0)
         length = longest if length is None else length
         if longest > length:
@@ -124,8 +138,7 @@ def mask_tokens(
     ids = np.asarray(ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"ids: expected a 2-D integer array (N, L), got shape {ids.shape}, {ids.dtype}")
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob: expected a probability in [0, 1], got {prob}")
+    prob = probability("prob", prob)
     chosen = (ids >= num_special) & (rng.random(ids.shape) < prob)
     action = rng.random(ids.shape)  # < 0.8: [MASK];  0.8-0.9: random word;  >= 0.9: unchanged
     random_words = rng.integers(num_special, vocab_size, size=ids.shape)

@@ -9,32 +9,45 @@ import numpy as np
 
 from mmt_numpy.data.scenes import COLOURS, Scene, caption, patchify, questions, random_scene, render
 from mmt_numpy.data.tokenizer import TOKENIZER
+from mmt_numpy.validate import positive_int
 
 ANSWERS = (*COLOURS, "yes", "no")  # the classes of the VQA task, in this order
+QUESTION_TYPES = ("colour", "shape", "yes/no")
+SHAPE_NAMES = ("circle", "rectangle", "square", "triangle")  # the shapes of the toy scenes and of easy-VQA
+
+
+def question_type(answer: str) -> str:
+    """What kind of question an answer belongs to: ``"yes/no"``, ``"shape"`` or ``"colour"``.
+
+    The VQA datasets here ask three kinds of question and every answer belongs to one kind
+    (a colour never answers "what shape"), so the answer tells the kind apart.
+    """
+    if answer in ("yes", "no"):
+        return "yes/no"
+    return "shape" if answer in SHAPE_NAMES else "colour"
 
 
 @dataclass
-class VQADataset:
-    """Question–image pairs, one row per question (several questions share a scene).
+class ImageQuestions:
+    """Questions about images, one row per question (several questions share an image).
+
+    The common shape of every VQA dataset here (the toy scenes of :class:`VQADataset`, the
+    easy-VQA images of :mod:`mmt_numpy.data.easy_vqa`), which is all that training needs.
 
     Attributes:
-        images: ``(S, H, W, 3)`` float64, the S distinct scene images.
-        scenes: the S scenes.
+        images: ``(S, H, W, 3)`` float, the S distinct images, RGB in [0, 1].
         image_index: ``(N,)`` which image each question is about.
         ids: ``(N, Lt)`` int64 question token ids (``[CLS]`` first, padded).
         lengths: ``(N,)`` int64 number of real tokens in each question.
-        answers: ``(N,)`` int64 index into ``ANSWERS``.
-        key_shape: ``(N,)`` str, the shape each question names first.
+        answers: ``(N,)`` int64 index into the dataset's answer list.
         patch: the patch side used by :meth:`patches`.
     """
 
     images: np.ndarray
-    scenes: list[Scene]
     image_index: np.ndarray
     ids: np.ndarray
     lengths: np.ndarray
     answers: np.ndarray
-    key_shape: np.ndarray
     patch: int
 
     def __len__(self) -> int:
@@ -45,9 +58,31 @@ class VQADataset:
         """Patches per column and per row, ``(H/patch, W/patch)``."""
         return self.images.shape[1] // self.patch, self.images.shape[2] // self.patch
 
+    def image_patches(self, dtype: object = np.float64) -> np.ndarray:
+        """``(S, num_patches, patch*patch*3)``: the patch tokens of each image, once per image.
+
+        Index it with ``image_index[rows]`` for a minibatch: the per-question copy of
+        :meth:`patches` would hold each image once per question asked about it.
+        """
+        return patchify(self.images, self.patch).astype(dtype)
+
     def patches(self, dtype: object = np.float64) -> np.ndarray:
         """``(N, num_patches, patch*patch*3)``: the patch tokens of each question's image."""
-        return patchify(self.images, self.patch).astype(dtype)[self.image_index]
+        return self.image_patches(dtype)[self.image_index]
+
+
+@dataclass
+class VQADataset(ImageQuestions):
+    """The toy VQA questions of §6.1 about rendered scenes (see :class:`ImageQuestions`).
+
+    Attributes (besides those of :class:`ImageQuestions`, where ``images`` are float64 and
+    ``answers`` index ``ANSWERS``):
+        scenes: the S scenes drawn in ``images``.
+        key_shape: ``(N,)`` str, the shape each question names first.
+    """
+
+    scenes: list[Scene]
+    key_shape: np.ndarray
 
     def key_patch(self) -> np.ndarray:
         """``(N,)`` the index of the patch holding each question's key shape (reading order)."""
@@ -120,9 +155,8 @@ def make_vqa_splits(
     The test scenes are drawn after the training scenes and any scene already used for
     training is redrawn, so no (shapes, cells, colours) configuration is in both sets.
     """
-    for name, value in (("num_train_scenes", num_train_scenes), ("num_test_scenes", num_test_scenes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    num_train_scenes = positive_int("num_train_scenes", num_train_scenes)
+    num_test_scenes = positive_int("num_test_scenes", num_test_scenes)
     rng = np.random.default_rng(seed)
     train_scenes = _make_scenes(num_train_scenes, rng, grid)
     test_scenes = _make_scenes(num_test_scenes, rng, grid, exclude=set(train_scenes))

@@ -23,7 +23,7 @@ from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
-from mmt_numpy.nn.serialization import load, load_state_dict, save, state_dict
+from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
 
 __all__ = [
     "Activation",
@@ -55,6 +55,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "VectorFusion",
     "load",
+    "load_config",
     "load_state_dict",
     "module_mask",
     "save",

@@ -39,7 +39,7 @@ from mmt_numpy.nn.kv_cache import KVCache
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import lengths_mask
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
-from mmt_numpy.validate import module_input, positive_int, positive_number
+from mmt_numpy.validate import module_input, non_negative_number, positive_int, positive_number, real_number
 
 
 class EncodeCache(NamedTuple):
@@ -284,12 +284,7 @@ class ImageCaptioner(Module):
             )
         if not isinstance(use_cache, bool):
             raise TypeError(f"use_cache: expected True or False, got {use_cache!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-            raise TypeError(f"alpha: expected a number >= 0, got {type(alpha).__name__} {alpha!r}")
-        if not (np.isfinite(alpha) and alpha >= 0):
-            raise ValueError(
-                f"alpha: expected a finite number >= 0 (the length-normalisation exponent), got {alpha!r}"
-            )
+        alpha = non_negative_number("alpha", alpha)
         ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
         decoding = CaptionDecoding(self, patches, self._memory_mask(image_lengths, patches), use_cache)
         if beam_size > 1:
@@ -300,9 +295,9 @@ class ImageCaptioner(Module):
         if top_k is not None:
             top_k = positive_int("top_k", top_k)
         if top_p is not None:
-            top_p = positive_number("top_p", top_p)
-            if top_p > 1:
-                raise ValueError(f"top_p: expected a probability in (0, 1], got {top_p!r}")
+            top_p = real_number(
+                "top_p", top_p, low=0.0, high=1.0, low_open=True, what="a probability in (0, 1]"
+            )
         return sample(decoding, as_generator(rng), temperature=temperature, top_k=top_k, top_p=top_p, **ids)
 
     def __repr__(self) -> str:

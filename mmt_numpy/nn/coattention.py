@@ -31,7 +31,7 @@ from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.masks import combine_masks, lengths_mask, module_mask
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.nn.sublayer import SublayerCache, sublayer_backward, sublayer_forward
-from mmt_numpy.validate import module_input, positive_int
+from mmt_numpy.validate import module_input, positive_int, positive_number, probability
 
 
 class CoAttentionCache(NamedTuple):
@@ -86,6 +86,8 @@ class CoAttentionLayer(Module):
         self.d_text = positive_int("d_text", d_text)
         self.d_image = positive_int("d_image", d_image)
         self.d_ff = positive_int("d_ff", d_ff)
+        dropout = probability("dropout", dropout)
+        layer_norm_eps = positive_number("layer_norm_eps", layer_norm_eps)
         self.dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         dt, di = self.d_text, self.d_image

@@ -6,7 +6,7 @@ import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.module import Module, RngLike, as_generator, expect_cache
-from mmt_numpy.validate import float_array
+from mmt_numpy.validate import float_array, probability
 
 
 class Dropout(Module):
@@ -22,11 +22,7 @@ class Dropout(Module):
     """
 
     def __init__(self, p: float = 0.5, *, rng: RngLike = None) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise TypeError(f"p: expected a probability in [0, 1], got {type(p).__name__} {p!r}")
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = probability("p", p)
         self.rng = as_generator(rng)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, ops.DropoutCache]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
-from mmt_numpy.validate import grad_output, module_input, positive_int
+from mmt_numpy.validate import grad_output, module_input, non_negative_number, positive_int
 
 
 class EmbeddingCache(NamedTuple):
@@ -237,8 +237,7 @@ class GridPositionalEmbedding(Module):
         self.rows = positive_int("grid[0]", grid[0])
         self.columns = positive_int("grid[1]", grid[1])
         self.dim = positive_int("dim", dim)
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0:
-            raise ValueError(f"std: expected a number >= 0, got {std!r}")
+        std = non_negative_number("std", std)
         self.dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.row = Parameter((std * gen.standard_normal((self.rows, self.dim))).astype(self.dtype))

@@ -28,7 +28,7 @@ from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.nn.sublayer import SublayerCache, sublayer_backward, sublayer_forward
-from mmt_numpy.validate import module_input, positive_int
+from mmt_numpy.validate import module_input, positive_int, positive_number, probability
 
 
 class EncoderLayerCache(NamedTuple):
@@ -89,6 +89,8 @@ class TransformerEncoderLayer(Module):
     ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.d_ff = positive_int("d_ff", d_ff)
+        dropout = probability("dropout", dropout)
+        layer_norm_eps = positive_number("layer_norm_eps", layer_norm_eps)
         self.norm_first = bool(norm_first)
         dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
@@ -183,6 +185,7 @@ class TransformerEncoder(Module):
         rng: RngLike = None,
     ) -> None:
         self.num_layers = positive_int("num_layers", num_layers)
+        dropout = probability("dropout", dropout)
         self.share_layers = bool(share_layers)
         dtype = as_float_dtype(dtype)
         gen = as_generator(rng)

@@ -10,7 +10,7 @@ from mmt_numpy import ops
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
-from mmt_numpy.validate import float_array, positive_int
+from mmt_numpy.validate import float_array, positive_int, probability
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
@@ -82,6 +82,7 @@ class FeedForward(Module):
     ) -> None:
         self.d_model = positive_int("d_model", d_model)
         self.d_ff = positive_int("d_ff", d_ff)
+        dropout = probability("dropout", dropout)
         dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.linear1 = Linear(self.d_model, self.d_ff, dtype=dtype, rng=gen)

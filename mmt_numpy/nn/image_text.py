@@ -9,6 +9,7 @@ at the ``[CLS]`` position (BERT's recipe).  The same model serves masked-token p
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from mmt_numpy.nn.embedding import Embedding, EmbeddingCache, GridPositionalEmbedding
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.nn.multimodal import MultimodalCache, MultimodalTransformer
+from mmt_numpy.validate import non_negative_number
 
 
 class ImageTextCache(NamedTuple):
@@ -75,6 +77,7 @@ class ImageTextModel(Module):
         dtype: object = np.float64,
         rng: RngLike = None,
     ) -> None:
+        grid_std = non_negative_number("grid_std", grid_std)
         self.dtype = as_float_dtype(dtype)
         gen = as_generator(rng)
         self.token_embedding = Embedding(vocab_size, hidden_dim, dtype=self.dtype, rng=gen)
@@ -109,6 +112,50 @@ class ImageTextModel(Module):
             self.transformer.image_position = GridPositionalEmbedding(
                 image_grid, hidden_dim, std=grid_std, dtype=self.dtype, rng=gen
             )
+        # The sizes that rebuild this architecture (ImageTextModel.from_config), JSON-ready so
+        # that save(..., config=) can store them beside the parameters; made last, once every
+        # submodule has checked its argument.
+        self.config = {
+            "vocab_size": int(vocab_size),
+            "patch_dim": int(patch_dim),
+            "output_dim": int(output_dim),
+            "hidden_dim": int(hidden_dim),
+            "num_heads": int(num_heads),
+            "num_layers": int(num_layers),
+            "d_ff": int(d_ff),
+            "max_len": int(max_len),
+            "image_grid": None if image_grid is None else [int(image_grid[0]), int(image_grid[1])],
+            "grid_std": float(grid_std),
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, rng: RngLike = None) -> ImageTextModel:
+        """A fresh model of the architecture described by ``config`` (a model's ``.config``).
+
+        Raises:
+            ValueError: naming the keys that are missing or not constructor arguments.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"config: expected a dict of ImageTextModel arguments, got {type(config).__name__}"
+            )
+        expected = set(inspect.signature(cls).parameters) - {"rng"}  # every argument but the seed
+        missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
+        if missing or unknown:
+            raise ValueError(
+                f"config: expected the keys {sorted(expected)}; missing {missing}, unknown {unknown}"
+            )
+        kwargs = dict(config)
+        grid = kwargs.pop("image_grid")
+        return cls(
+            kwargs.pop("vocab_size"),
+            kwargs.pop("patch_dim"),
+            kwargs.pop("output_dim"),
+            image_grid=None if grid is None else tuple(grid),
+            rng=rng,
+            **kwargs,
+        )
 
     def forward(
         self, ids: np.ndarray, patches: np.ndarray, text_lengths: np.ndarray | None = None

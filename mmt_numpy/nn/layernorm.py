@@ -6,7 +6,7 @@ import numpy as np
 
 from mmt_numpy import ops
 from mmt_numpy.nn.module import Module, Parameter, as_float_dtype, expect_cache
-from mmt_numpy.validate import module_input, positive_int
+from mmt_numpy.validate import module_input, positive_int, positive_number
 
 
 class LayerNorm(Module):
@@ -26,9 +26,7 @@ class LayerNorm(Module):
 
     def __init__(self, d: int, eps: float = 1e-5, *, dtype: object = np.float64) -> None:
         self.d = positive_int("d", d)
-        if not (isinstance(eps, (int, float, np.floating)) and eps > 0):
-            raise ValueError(f"eps: expected a positive number, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = positive_number("eps", eps)
         self.dtype = as_float_dtype(dtype)
         self.gamma = Parameter(np.ones(self.d, dtype=self.dtype))
         self.beta = Parameter(np.zeros(self.d, dtype=self.dtype))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from mmt_numpy.validate import integer
+
 RngLike = np.random.Generator | int | None
 
 
@@ -30,9 +32,11 @@ def as_generator(rng: RngLike) -> np.random.Generator:
     """An ``np.random.Generator`` from a Generator, an int seed, or None (seed 0)."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(0 if rng is None else int(rng))
-    raise TypeError(f"rng: expected a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    if rng is None:
+        return np.random.default_rng(0)
+    return np.random.default_rng(
+        integer("rng", rng, low=0, what="a numpy.random.Generator or an integer seed >= 0")
+    )
 
 
 def as_float_dtype(dtype: Any) -> np.dtype:

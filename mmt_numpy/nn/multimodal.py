@@ -48,7 +48,7 @@ from mmt_numpy.nn.encoder import EncoderCache, TransformerEncoder
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import combine_masks, lengths_mask, module_mask
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
-from mmt_numpy.validate import module_input, positive_int
+from mmt_numpy.validate import module_input, positive_int, probability
 
 TEXT, IMAGE = 0, 1  # the modality ids given to ModalityEmbedding
 
@@ -126,6 +126,7 @@ class MultimodalTransformer(Module):
         self.output_dim = positive_int("output_dim", output_dim)
         self.max_len = positive_int("max_len", max_len)
         d_ff = 4 * self.hidden_dim if d_ff is None else positive_int("d_ff", d_ff)
+        dropout = probability("dropout", dropout)
         if positional not in POSITIONAL:
             raise ValueError(f"positional: expected one of {POSITIONAL}, got {positional!r}")
         self.positional = positional

@@ -15,7 +15,14 @@ from typing import NamedTuple
 import numpy as np
 
 from mmt_numpy.ops.activations import SoftmaxCache, softmax_backward, softmax_forward
-from mmt_numpy.validate import float_array, grad_output, same_dtype
+from mmt_numpy.validate import (
+    float_array,
+    grad_output,
+    non_negative_int,
+    positive_int,
+    real_number,
+    same_dtype,
+)
 
 
 class AttentionCache(NamedTuple):
@@ -34,10 +41,8 @@ def causal_mask(Lq: int, Lk: int | None = None) -> np.ndarray:
     When ``Lq != Lk`` the triangle is aligned at the top-left corner, as PyTorch's
     ``is_causal=True`` does: query i sees keys 0..i.
     """
-    Lk = Lq if Lk is None else Lk
-    for name, n in (("Lq", Lq), ("Lk", Lk)):
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+    Lq = positive_int("Lq", Lq)
+    Lk = Lq if Lk is None else positive_int("Lk", Lk)
     return np.tril(np.ones((Lq, Lk), dtype=bool))
 
 
@@ -47,6 +52,7 @@ def padding_mask(lengths: np.ndarray | list[int], L: int) -> np.ndarray:
     The shape broadcasts against scores ``(B, H, Lq, L)``: every head and every query of
     row b ignores that row's padding keys.
     """
+    L = non_negative_int("L", L)
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
         raise TypeError(
@@ -101,7 +107,7 @@ def attention_forward(
         all, Lk = 0, the output is zeros).
     """
     _check_qkv(q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else real_number("scale", scale)
     # A Python float keeps float32 inputs float32 (NumPy 2 treats it as a weak scalar).
     # Scaling q rather than the scores multiplies (Lq, d_k) numbers instead of (Lq, Lk).
     # k.swapaxes is a view: BLAS reads k transposed, no copy.

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array, grad_output
+from mmt_numpy.validate import float_array, grad_output, probability
 
 
 class DropoutCache(NamedTuple):
@@ -38,8 +38,7 @@ def dropout_forward(
         out ``(...)`` and the cache (the scaled keep-mask, or None for the identity).
     """
     float_array("x", x)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+    p = probability("p", p)
     if not training or p == 0.0:
         return x, DropoutCache(None, x.shape, x.dtype)
     if not isinstance(rng, np.random.Generator):

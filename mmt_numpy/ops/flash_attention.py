@@ -66,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mmt_numpy.ops.attention import _check_qkv
-from mmt_numpy.validate import float_array, positive_int
+from mmt_numpy.validate import grad_output, positive_int, real_number
 
 
 class FlashCache(NamedTuple):
@@ -290,12 +290,8 @@ def flash_attention_forward(
     Lq, Lk = q.shape[-2], k.shape[-2]
     causal, window, key_lengths = _check_mask_args(Lk, causal, window, key_lengths, q.shape[:-2])
     block_size = positive_int("block_size", block_size)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"scale: expected a real number or None, got {type(scale).__name__}")
     # A Python float keeps float32 inputs float32 (NumPy 2 treats it as a weak scalar).
-    scale = float(scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else real_number("scale", scale)
 
     batch = q.shape[:-2]
     out = np.zeros(batch + (Lq, v.shape[-1]), dtype=q.dtype)
@@ -359,11 +355,7 @@ def flash_attention_backward(
         row and every masked key contribute exactly zero.
     """
     q, k, v, out, lse, scale, causal, window, key_lengths, block_size = cache
-    float_array("d_out", d_out)
-    if d_out.shape != out.shape:
-        raise ValueError(f"d_out: expected shape {out.shape} (the output's), got {d_out.shape}")
-    if d_out.dtype != out.dtype:
-        raise TypeError(f"d_out: expected dtype {out.dtype} (the output's), got {d_out.dtype}")
+    grad_output(d_out, out.shape, out.dtype)
     Lq, Lk = q.shape[-2], k.shape[-2]
 
     D = _rowsum_dout_out(d_out, out)  # (..., Lq, 1)

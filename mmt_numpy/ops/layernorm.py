@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array, grad_output, same_dtype
+from mmt_numpy.validate import float_array, grad_output, positive_number, same_dtype
 
 
 class LayerNormCache(NamedTuple):
@@ -41,13 +41,12 @@ def layernorm_forward(
         if p.shape != (D,):
             raise ValueError(f"{name}: expected shape ({D},) to match x {x.shape}, got {p.shape}")
     same_dtype(("x", "gamma", "beta"), (x, gamma, beta))
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    eps = positive_number("eps", eps)
     mean = x.mean(axis=-1, keepdims=True)
     x_hat = x - mean  # centred for now; normalised in place two lines below
     # σ² as a row-wise dot product Σ (x - μ)² / D: einsum forms no (..., D) array of squares.
     var = np.einsum("...i,...i->...", x_hat, x_hat)[..., None] / D
-    rstd = 1.0 / np.sqrt(var + float(eps))
+    rstd = 1.0 / np.sqrt(var + eps)
     x_hat *= rstd  # in place: the centred values are not needed again
     out = x_hat * gamma
     out += beta  # in place: γ x̂ + β with one new array, not two

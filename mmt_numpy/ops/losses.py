@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array, grad_output, grad_scalar
+from mmt_numpy.validate import float_array, grad_output, grad_scalar, integer, real_number
 
 
 class CrossEntropyCache(NamedTuple):
@@ -72,11 +72,8 @@ def cross_entropy_forward(
         )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)):
-        raise TypeError(f"label_smoothing: expected a number in [0, 1], got {type(label_smoothing).__name__}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
-    smoothing = float(label_smoothing)
+    ignore_index = integer("ignore_index", ignore_index)
+    smoothing = real_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
     C = logits.shape[-1]
     valid = targets != ignore_index
     out_of_range = valid & ((targets < 0) | (targets >= C))

@@ -26,12 +26,11 @@ projections and before the scores.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
-from mmt_numpy.validate import float_array, grad_output
+from mmt_numpy.validate import float_array, grad_output, positive_number
 
 
 class RopeCache(NamedTuple):
@@ -68,10 +67,7 @@ def rope_forward(
     L, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"x: expected an even last dimension (features come in pairs), got shape {x.shape}")
-    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)):
-        raise TypeError(f"base: expected a positive real number, got {type(base).__name__}")
-    if not (math.isfinite(base) and base > 0):
-        raise ValueError(f"base: expected a positive finite number, got {base!r}")
+    base = positive_number("base", base)
     if positions is None:
         positions = np.arange(L)
     positions = np.asarray(positions)
@@ -87,7 +83,7 @@ def rope_forward(
             f"feature axis), got {positions.shape}"
         )
 
-    angles = rope_angles(positions, d, float(base))  # (..., L, d/2), float64 for accuracy
+    angles = rope_angles(positions, d, base)  # (..., L, d/2), float64 for accuracy
     cos = np.cos(angles).astype(x.dtype)
     sin = np.sin(angles).astype(x.dtype)
     x_even, x_odd = x[..., 0::2], x[..., 1::2]

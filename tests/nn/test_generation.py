@@ -266,16 +266,16 @@ def test_bad_arguments_are_named(model_and_images):
         (dict(max_len=8, beam_size=0), ValueError, r"beam_size: expected a positive integer, got 0"),
         (dict(max_len=0), ValueError, r"max_len: expected a positive integer, got 0"),
         (dict(max_len=9), ValueError, r"max_len: expected at most 8 \(the decoder's text positions\), got 9"),
-        (dict(max_len=8, top_p=0.0), ValueError, r"top_p: expected a positive finite number, got 0.0"),
+        (dict(max_len=8, top_p=0.0), ValueError, r"top_p: expected a probability in \(0, 1\], got 0.0"),
         (dict(max_len=8, top_p=1.5), ValueError, r"top_p: expected a probability in \(0, 1\], got 1.5"),
         (dict(max_len=8, top_k=0), ValueError, r"top_k: expected a positive integer, got 0"),
-        (dict(max_len=8, temperature=-1.0), ValueError, r"temperature: expected a positive finite number"),
+        (dict(max_len=8, temperature=-1.0), ValueError, r"temperature: expected a positive number, got -1.0"),
         (
             dict(max_len=8, beam_size=2, top_k=3),
             ValueError,
             r"beam_size: sampling .* expected beam_size=1, got 2",
         ),
-        (dict(max_len=8, alpha=-0.5), ValueError, r"alpha: expected a finite number >= 0"),
+        (dict(max_len=8, alpha=-0.5), ValueError, r"alpha: expected a number >= 0, got -0.5"),
         (dict(max_len=8, use_cache=1), TypeError, r"use_cache: expected True or False, got 1"),
     ]
     for kwargs, error, message in cases:

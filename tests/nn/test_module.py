@@ -168,7 +168,9 @@ def test_a_generator_is_used_and_advanced() -> None:
     first, second = nn.Linear(3, 3, rng=gen), nn.Linear(3, 3, rng=gen)
     assert not np.array_equal(first.W.data, second.W.data)
     np.testing.assert_array_equal(first.W.data, nn.Linear(3, 3, rng=5).W.data)
-    with pytest.raises(TypeError, match=r"rng: expected a numpy.random.Generator or an int seed, got str"):
+    with pytest.raises(
+        TypeError, match=r"rng: expected a numpy.random.Generator or an integer seed >= 0, got str"
+    ):
         nn.Linear(3, 3, rng="seed")
     with pytest.raises(TypeError, match=r"dtype: expected float32 or float64, got int32"):
         nn.MultiHeadAttention(4, 2, dtype=np.int32)

@@ -111,3 +111,56 @@ def test_float32_model_round_trip(tmp_path) -> None:
     load(target, tmp_path / "f32.npz")
     text, image = (x.astype(np.float32) for x in _inputs())
     np.testing.assert_array_equal(target(text, image), source(text, image))
+
+
+@pytest.mark.parametrize(
+    "saved_as, loaded_as", [("w", "w"), ("w", "w.npz"), ("w.npz", "w"), ("w.npz", "w.npz")]
+)
+def test_either_spelling_of_the_suffix_round_trips(tmp_path, saved_as, loaded_as) -> None:
+    """NumPy appends .npz on save; load reads the file that save wrote, whichever way it is spelled
+    (save(m, "weights") then load(m, "weights") raised FileNotFoundError)."""
+    source, target = Linear(3, 2, rng=1), Linear(3, 2, rng=2)
+    save(source, tmp_path / saved_as)
+    load(target, tmp_path / loaded_as)
+    np.testing.assert_array_equal(target.W.data, source.W.data)
+    load(target, str(tmp_path / loaded_as))  # a str as well as a Path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
+
+
+def test_save_returns_the_path_it_wrote(tmp_path) -> None:
+    assert save(Linear(3, 2), tmp_path / "w") == tmp_path / "w.npz"
+    assert save(Linear(3, 2), str(tmp_path / "v.npz")) == tmp_path / "v.npz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npz", "w.npz"]
+
+
+def test_an_archive_renamed_without_its_suffix_still_loads(tmp_path) -> None:
+    source, target = Linear(3, 2, rng=1), Linear(3, 2, rng=2)
+    save(source, tmp_path / "w.npz")
+    (tmp_path / "w.npz").rename(tmp_path / "w")
+    load(target, tmp_path / "w")
+    np.testing.assert_array_equal(target.W.data, source.W.data)
+
+
+def test_missing_files_and_folders_are_named(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"path: no such file .*nothing\.npz \(nor .*nothing\)"):
+        load(Linear(3, 2), tmp_path / "nothing")
+    with pytest.raises(IsADirectoryError, match=r"path: .* is a folder; expected a \.npz file such as"):
+        load(Linear(3, 2), tmp_path)
+    with pytest.raises(TypeError, match="path: expected a str or os.PathLike, got int"):
+        save(Linear(3, 2), 3)
+
+
+def test_a_file_that_is_not_an_archive_is_named(tmp_path) -> None:
+    (tmp_path / "notes.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match=r"path: .*notes\.npz is not a \.npz archive written by save\(\)"):
+        load(Linear(3, 2), tmp_path / "notes.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"path: .*empty\.npz is not a \.npz archive"):
+        load(Linear(3, 2), tmp_path / "empty.npz")
+
+
+def test_an_object_array_is_refused_naming_its_key(tmp_path) -> None:
+    """Still refused without unpickling (allow_pickle=False), and the message says which array."""
+    np.savez(tmp_path / "evil.npz", beta=np.zeros(2), gamma=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"evil\.npz: array 'gamma' holds Python objects \(dtype=object\)"):
+        load(LayerNorm(2), tmp_path / "evil.npz")

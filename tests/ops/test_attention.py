@@ -142,7 +142,7 @@ def test_padding_mask_shape_and_values():
 def test_mask_helpers_refuse_bad_arguments():
     with pytest.raises(ValueError, match=r"Lq: expected a positive integer, got 0"):
         causal_mask(0)
-    with pytest.raises(ValueError, match=r"Lk: expected a positive integer, got 2.5"):
+    with pytest.raises(TypeError, match=r"Lk: expected a positive integer, got float 2.5"):
         causal_mask(3, 2.5)
     with pytest.raises(TypeError, match=r"lengths: expected a 1-D integer array .*float64.*\(2,\)"):
         padding_mask(np.array([1.0, 2.0]), 4)
