@@ -15,17 +15,14 @@ from mmt_numpy import data, nn
 from mmt_numpy.__main__ import main as cli
 from mmt_numpy.tasks import TASKS, caption, task_module
 
-SMALL = dict(
-    train_scenes=600, test_scenes=24, monitor_scenes=24, d_model=16, d_ff=32, encoder_layers=1,
-    decoder_layers=1, warmup_steps=5, lr=5e-3, attention_maps=1,
-)  # fmt: skip
+SMALL = {k: v for k, v in caption.QUICK.items() if k != "epochs"}  # the --quick configuration
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("caption")
     lines: list[str] = []
-    exact = caption.main(out=str(out), epochs=3, seed=0, log=lines.append, **SMALL)
+    exact = caption.main(out=str(out), seed=0, log=lines.append, quick=True)
     return out, lines, exact
 
 
@@ -102,9 +99,31 @@ def test_the_task_is_on_the_command_line(capsys, monkeypatch, tmp_path):
         cli(["train", "--help"])
     assert exit_info.value.code == 0
     assert "caption" in capsys.readouterr().out
-    tiny = {**SMALL, "train_scenes": 64, "test_scenes": 4, "monitor_scenes": 4}
-    monkeypatch.setattr(caption, "CaptionConfig", partial(caption.CaptionConfig, **tiny))
-    assert cli(["train", "--task", "caption", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    monkeypatch.setitem(caption.QUICK, "train_scenes", 64)  # quicker still
+    monkeypatch.setitem(caption.QUICK, "test_scenes", 4)
+    monkeypatch.setitem(caption.QUICK, "monitor_scenes", 4)
+    assert (
+        cli(["train", "--task", "caption", "--quick", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    )
     out = capsys.readouterr().out
+    assert "config: epochs=1, seed=0, train_scenes=64" in out
     assert out.splitlines()[-1].startswith("test exact match: ")
     assert (tmp_path / "run" / "params.npz").exists()
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(capsys, tmp_path):
+    for kwargs, message in (
+        ({"epochs": 0}, r"epochs: expected a positive integer, got 0"),
+        ({"seed": -1}, r"seed: expected an integer >= 0, got -1"),
+        (
+            {"dataset": "easy-vqa"},
+            r"dataset: expected one of \('toy',\) \(captions exist for the toy scenes\)",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            caption.main(out=str(tmp_path / "run"), log=lambda line: None, **kwargs)
+    assert not (tmp_path / "run").exists()
+    assert cli(["train", "--task", "caption", "--dataset", "easy-vqa", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --dataset: --task caption trains on toy, not easy-vqa" in err
+    assert not (tmp_path / "run").exists()

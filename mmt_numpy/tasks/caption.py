@@ -35,8 +35,10 @@ from mmt_numpy.bleu import corpus_bleu
 from mmt_numpy.nn import CaptionLoss, ImageCaptioner, save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
+from mmt_numpy.validate import non_negative_int, positive_int
 
 DEFAULT_EPOCHS = 8
+DATASETS = ("toy",)
 
 
 def blas_threads(n: int) -> AbstractContextManager:
@@ -76,6 +78,22 @@ class CaptionConfig:
     attention_maps: int = 3  # test captions whose cross-attention is saved as a picture
     blas_threads: int = 1  # see blas_threads()
     dtype: str = "float32"
+
+
+# train --task caption --quick: a smoke run of a few seconds (what the tests run)
+QUICK = dict(
+    epochs=3,
+    train_scenes=600,
+    test_scenes=24,
+    monitor_scenes=24,
+    d_model=16,
+    d_ff=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    warmup_steps=5,
+    lr=5e-3,
+    attention_maps=1,
+)
 
 
 @dataclass
@@ -266,16 +284,24 @@ def main(
     epochs: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    dataset: str = "toy",
+    quick: bool = False,
     **options: object,
 ) -> float:
     """The ``train --task caption`` command: train, caption the test scenes, report, save.
 
-    ``options`` override fields of :class:`CaptionConfig` (the tests use a small one).
-    Returns the greedy exact match on the test scenes.
+    ``quick`` picks the :data:`QUICK` configuration (a smoke run of a few seconds); ``options``
+    override fields of :class:`CaptionConfig`; ``epochs``, when given, replaces the number of
+    epochs.  Every argument is checked before anything is written.  Returns the greedy exact
+    match on the test scenes.
     """
-    config = CaptionConfig(seed=seed, **options)
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"dataset: expected one of {DATASETS} (captions exist for the toy scenes), got {dataset!r}"
+        )
+    config = CaptionConfig(**{**(QUICK if quick else {}), **options, "seed": non_negative_int("seed", seed)})
     if epochs is not None:
-        config.epochs = epochs
+        config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
     log("config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()))
     with blas_threads(config.blas_threads) as limits:
         if limits is None:
