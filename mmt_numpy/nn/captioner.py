@@ -89,7 +89,7 @@ class ImageCaptioner(Module):
         d_model, num_heads, d_ff: the width, heads and feed-forward width of both stacks.
         encoder_layers, decoder_layers: the depth of each stack.
         max_len: the most text positions (start token included) the decoder accepts.
-        activation, dropout: of every layer (dropout also on nothing else).
+        activation, dropout: of every encoder and decoder layer.
         grid_std: the initial standard deviation of the row and column vectors.
         dtype, rng: parameter dtype and the generator of initialisation and dropout.
     """

@@ -84,6 +84,17 @@ class KVCache:
                 f"policy: expected a callable policy(length) -> indices, got {type(policy).__name__}"
             )
         B, H, _, d_h = cross[0][0].shape
+        for i, (k, v) in enumerate(cross):
+            if (
+                k.shape != v.shape
+                or k.shape[:2] != (B, H)
+                or k.shape[3] != d_h
+                or k.dtype != cross[0][0].dtype
+            ):
+                raise ValueError(
+                    f"cross: expected every layer's keys and values of shape ({B}, {H}, Lm, {d_h}) and one "
+                    f"dtype, got layer {i}: {k.shape} {k.dtype} and {v.shape} {v.dtype}"
+                )
         self.dtype = cross[0][0].dtype
         self.cross = [(np.ascontiguousarray(k), np.ascontiguousarray(v)) for k, v in cross]
         self.memory_mask = memory_mask

@@ -176,3 +176,8 @@ def test_misuse_is_refused() -> None:
         dec.step(randn(18, B, 1, D), bad)
     with pytest.raises(ValueError, match=r"cross: expected one \(keys, values\) pair per decoder layer"):
         KVCache([])
+    k, v = dec.layers[0].cross_attn.keys_values(memory)
+    with pytest.raises(
+        ValueError, match=r"cross: expected every layer's keys and values of shape \(3, 2, Lm, 4\)"
+    ):
+        KVCache([(k, v), (k[:2], v[:2])])
