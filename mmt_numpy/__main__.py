@@ -108,7 +108,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=cli.output_dir, default=None, help="output folder (default: runs/<task>, e.g. runs/vqa)"
     )
     parser.add_argument(
-        "--epochs", type=cli.positive_int, default=None, help="passes over the training set (default 12)"
+        "--epochs",
+        type=cli.positive_int,
+        default=None,
+        help="passes over the training set (default: the task's)",
     )
     parser.add_argument(
         "--seed", type=cli.non_negative_int, default=0, help="seed of data, initialisation and order"
@@ -127,6 +130,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from mmt_numpy.tasks import task_module
 
+    task = task_module(args.task)
+    datasets = getattr(task, "DATASETS", ("toy",))
+    if args.dataset is not None and args.dataset not in datasets:
+        raise cli.CommandLineError(
+            "--dataset", f"--task {args.task} trains on {', '.join(datasets)}, not {args.dataset}"
+        )
     if args.dataset == "easy-vqa":
         _require_easy_vqa("--dataset")
     out = args.out
@@ -140,7 +149,7 @@ def _train(args: argparse.Namespace) -> int:
     # --dataset and --quick are handed on only when given, so a task without them still runs
     options = {"dataset": args.dataset} if args.dataset is not None else {}
     options.update({"quick": True} if args.quick else {})
-    task_module(args.task).main(out=str(out), epochs=args.epochs, seed=args.seed, **options)
+    task.main(out=str(out), epochs=args.epochs, seed=args.seed, **options)
     return 0
 
 

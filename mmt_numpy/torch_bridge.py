@@ -18,8 +18,11 @@ The mapping, in words:
 * Masks: ours say True = may attend; ``nn.MultiheadAttention``'s ``attn_mask`` and
   ``key_padding_mask`` say True = *ignore*.  :func:`torch_mask` flips one into the other.
 
-Supported: ``Linear``, ``LayerNorm``, ``MultiHeadAttention``, ``TransformerEncoderLayer``,
+Supported: ``Linear``, ``LayerNorm``, ``Embedding``, ``LearnedPositionalEmbedding`` (an
+``nn.Embedding`` over positions), ``MultiHeadAttention``, ``TransformerEncoderLayer``,
 ``TransformerEncoder`` (not with ``share_layers``: ``nn.TransformerEncoder`` copies its layer),
+``TransformerDecoderLayer`` (our ``cross_attn`` is PyTorch's ``multihead_attn``),
+``TransformerDecoder``, ``TiedOutputProjection`` (an ``nn.Linear`` holding a copy of the table),
 the §5 ``MultimodalTransformer`` (its PyTorch twin is :func:`twin_classes`'s
 ``MultimodalTransformer``) and ``CoAttentionLayer``.  A module with attention dropout has no
 exact twin (ours has none); with ``dropout=0`` or in ``eval()`` the two compute the same.
@@ -100,11 +103,29 @@ def _encoder_layer(layer: ours.TransformerEncoderLayer, o: str, t: str) -> list[
     ]
 
 
+def _decoder_layer(layer: ours.TransformerDecoderLayer, o: str, t: str) -> list[Entry]:
+    # self_attn, linear1, linear2, norm1, norm2 are named as in the encoder layer
+    return [
+        *_encoder_layer(layer, o, t),
+        *_mha(layer.cross_attn, o + "cross_attn.", t + "multihead_attn."),
+        *_norm(o + "norm3.", t + "norm3."),
+    ]
+
+
 def _encoder(enc: ours.TransformerEncoder, o: str, t: str) -> list[Entry]:
     entries = [
         e
         for i, layer in enumerate(enc.layers)
         for e in _encoder_layer(layer, f"{o}layers.{i}.", f"{t}layers.{i}.")
+    ]
+    return entries + _norm(o + "norm.", t + "norm.")
+
+
+def _decoder(dec: ours.TransformerDecoder, o: str, t: str) -> list[Entry]:
+    entries = [
+        e
+        for i, layer in enumerate(dec.layers)
+        for e in _decoder_layer(layer, f"{o}layers.{i}.", f"{t}layers.{i}.")
     ]
     return entries + _norm(o + "norm.", t + "norm.")
 
@@ -154,9 +175,18 @@ def mapping(module: Module) -> list[Entry]:
 _MAPPINGS = {
     ours.Linear: lambda m, o, t: _linear(o, t),
     ours.LayerNorm: lambda m, o, t: _norm(o, t),
+    ours.Embedding: lambda m, o, t: [(o + "weight", t + "weight", None, False)],
+    # logits = h Eᵀ + b: nn.Linear(dim, vocab).weight (vocab, dim) is the table E itself
+    ours.TiedOutputProjection: lambda m, o, t: [
+        (o + "weight", t + "weight", None, False),
+        (o + "b", t + "bias", None, False),
+    ],
+    ours.LearnedPositionalEmbedding: lambda m, o, t: [(o + "weight", t + "weight", None, False)],
     ours.MultiHeadAttention: _mha,
     ours.TransformerEncoderLayer: _encoder_layer,
     ours.TransformerEncoder: _encoder,
+    ours.TransformerDecoderLayer: _decoder_layer,
+    ours.TransformerDecoder: _decoder,
     ours.MultimodalTransformer: _multimodal,
     ours.CoAttentionLayer: _coattention,
 }
@@ -275,8 +305,13 @@ def _build(m: Module) -> Any:
         bias = m.b_q is not None
         kv = None if m.kv_dim == m.d_model else m.kv_dim
         return tnn.MultiheadAttention(m.d_model, m.num_heads, bias=bias, kdim=kv, vdim=kv, batch_first=True)
-    if isinstance(m, ours.TransformerEncoderLayer):
-        return tnn.TransformerEncoderLayer(
+    if isinstance(m, (ours.TransformerEncoderLayer, ours.TransformerDecoderLayer)):
+        kind = (
+            tnn.TransformerEncoderLayer
+            if isinstance(m, ours.TransformerEncoderLayer)
+            else tnn.TransformerDecoderLayer
+        )
+        return kind(
             m.d_model,
             m.self_attn.num_heads,
             m.d_ff,
@@ -291,6 +326,15 @@ def _build(m: Module) -> Any:
         return tnn.TransformerEncoder(
             _build(m.layers[0]), m.num_layers, norm=norm, enable_nested_tensor=False
         )
+    if isinstance(m, ours.TransformerDecoder):
+        norm = None if m.norm is None else tnn.LayerNorm(m.norm.d, eps=m.norm.eps)
+        return tnn.TransformerDecoder(_build(m.layers[0]), m.num_layers, norm=norm)
+    if isinstance(m, ours.Embedding):
+        return tnn.Embedding(m.num_embeddings, m.dim)
+    if isinstance(m, ours.LearnedPositionalEmbedding):
+        return tnn.Embedding(m.max_len, m.dim)
+    if isinstance(m, ours.TiedOutputProjection):
+        return tnn.Linear(m.dim, m.vocab, bias=m.b is not None)
     if isinstance(m, (ours.MultimodalTransformer, ours.CoAttentionLayer)):
         return twin_classes()[type(m).__name__](m)
     raise TypeError(f"module: {type(m).__name__} has no PyTorch twin in the bridge")

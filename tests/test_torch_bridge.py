@@ -34,6 +34,13 @@ SUPPORTED = {
         ).transformer
     ),
     "CoAttentionLayer": lambda s: nn.CoAttentionLayer(4, 6, 2, 5, activation="gelu", rng=s),
+    "Embedding": lambda s: nn.Embedding(7, 4, rng=s),
+    "LearnedPositionalEmbedding": lambda s: nn.LearnedPositionalEmbedding(9, 4, rng=s),
+    "TransformerDecoderLayer": lambda s: nn.TransformerDecoderLayer(
+        8, 2, 12, norm_first=True, activation="gelu", rng=s
+    ),
+    "TransformerDecoder": lambda s: nn.TransformerDecoder(8, 2, 12, 2, final_norm=True, rng=s),
+    "TiedOutputProjection": lambda s: nn.TiedOutputProjection(nn.Embedding(7, 4, rng=s), bias=True),
 }
 
 

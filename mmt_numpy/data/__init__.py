@@ -11,7 +11,9 @@ a scene come
       "is the circle left of the triangle ?" -> "yes" / "no"
 
 * a caption (``"a red square , a blue circle and a green triangle"``) for the
-  pre-training objectives of §2.2 (masked-token prediction, contrastive matching).
+  pre-training objectives of §2.2 (masked-token prediction, contrastive matching) and for
+  image captioning (§6.2, :mod:`mmt_numpy.data.captions`: ``[BOS]``/``[EOS]`` appended after
+  the vocabulary, so no existing id moves).
 
 Images become token sequences the way a Vision Transformer does it: :func:`patchify` cuts
 each image into ``patch x patch`` squares and flattens each square, so a model's
@@ -23,6 +25,17 @@ Everything is deterministic per seed.  Train and test sets are split by *scene*:
 image the model saw in training (:func:`make_vqa_splits`).
 """
 
+from mmt_numpy.data.captions import (
+    BOS_ID,
+    CAPTION_LENGTH,
+    CAPTION_TOKENIZER,
+    EOS_ID,
+    CaptionDataset,
+    CaptionTokenizer,
+    make_caption_dataset,
+    make_caption_splits,
+    teacher_forcing,
+)
 from mmt_numpy.data.scenes import (
     COLOURS,
     SHAPES,
@@ -60,6 +73,12 @@ from mmt_numpy.data.vqa import (
 
 __all__ = [
     "ANSWERS",
+    "BOS_ID",
+    "CAPTION_LENGTH",
+    "CAPTION_TOKENIZER",
+    "EOS_ID",
+    "CaptionDataset",
+    "CaptionTokenizer",
     "CLS_ID",
     "COLOURS",
     "IGNORE_INDEX",
@@ -78,6 +97,8 @@ __all__ = [
     "WORDS",
     "caption",
     "make_caption_data",
+    "make_caption_dataset",
+    "make_caption_splits",
     "make_vqa_dataset",
     "make_vqa_splits",
     "mask_tokens",
@@ -87,4 +108,5 @@ __all__ = [
     "random_scene",
     "render",
     "split_words",
+    "teacher_forcing",
 ]

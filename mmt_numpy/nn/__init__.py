@@ -1,7 +1,9 @@
 """Modules that own parameters and call the ops (the ``torch.nn`` of mmt_numpy)."""
 
 from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention, PositionScheme
+from mmt_numpy.nn.captioner import CaptionLoss, ImageCaptioner
 from mmt_numpy.nn.coattention import CoAttentionLayer
+from mmt_numpy.nn.decoder import TransformerDecoder, TransformerDecoderLayer
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
     Embedding,
@@ -15,6 +17,7 @@ from mmt_numpy.nn.encoder import TransformerEncoder, TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation, FeedForward
 from mmt_numpy.nn.fusion import FeatureFusion, TensorFusion, VectorFusion
 from mmt_numpy.nn.image_text import ImageTextModel
+from mmt_numpy.nn.kv_cache import KVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
@@ -26,13 +29,16 @@ from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save,
 __all__ = [
     "Activation",
     "ArticleCrossAttention",
+    "CaptionLoss",
     "CoAttentionLayer",
     "Dropout",
     "Embedding",
     "FeatureFusion",
     "FeedForward",
     "GridPositionalEmbedding",
+    "ImageCaptioner",
     "ImageTextModel",
+    "KVCache",
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "Linear",
@@ -46,6 +52,8 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "TensorFusion",
     "TiedOutputProjection",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "VectorFusion",

@@ -160,6 +160,11 @@ class MultiHeadAttention(Module):
     def _bias(self, p: Parameter | None) -> np.ndarray | None:
         return None if p is None else p.data
 
+    def _project(self, name: str, x: np.ndarray) -> tuple[np.ndarray, ops.LinearCache]:
+        """``x @ W_name + b_name`` for ``name`` in q, k, v, o: the one place a projection is applied,
+        by :meth:`forward` and by the cached inference path (:meth:`keys_values`, :meth:`attend`)."""
+        return ops.linear_forward(x, getattr(self, f"W_{name}").data, self._bias(getattr(self, f"b_{name}")))
+
     def forward(
         self, query: np.ndarray, key_value: np.ndarray | None = None, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, MultiHeadAttentionCache]:
@@ -214,12 +219,12 @@ class MultiHeadAttention(Module):
         H = self.num_heads
         mask = module_mask("mask", mask, B, H, Lq, Lk)
 
-        q, cache_q = ops.linear_forward(query, self.W_q.data, self._bias(self.b_q))
-        k, cache_k = ops.linear_forward(key_value, self.W_k.data, self._bias(self.b_k))
-        v, cache_v = ops.linear_forward(key_value, self.W_v.data, self._bias(self.b_v))
+        q, cache_q = self._project("q", query)
+        k, cache_k = self._project("k", key_value)
+        v, cache_v = self._project("v", key_value)
         attention = ops.attention_forward if self.position is None else self.position.attention_forward
         heads, cache_attn = attention(split_heads(q, H), split_heads(k, H), split_heads(v, H), mask)
-        out, cache_o = ops.linear_forward(merge_heads(heads), self.W_o.data, self._bias(self.b_o))
+        out, cache_o = self._project("o", merge_heads(heads))
         return out, MultiHeadAttentionCache(self_attention, cache_q, cache_k, cache_v, cache_attn, cache_o)
 
     def backward(
@@ -268,6 +273,72 @@ class MultiHeadAttention(Module):
             d_query += d_key_value
             return (d_query,)
         return d_query, d_key_value
+
+    # ------------------------------------------------------------ inference over cached keys and values
+    #
+    # Generation with a KV cache (§6.2, nn.kv_cache) splits forward in two: the keys and values of
+    # every position are projected once, when that position arrives, and kept; each new query
+    # block then attends over everything kept.  The two methods below are that split, inference
+    # only (no cache for a backward).  forward(query, kv, mask)[0] equals
+    # attend(query, *keys_values(kv), mask): the same projections (_project), the same attention op.
+
+    def keys_values(self, key_value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The per-head keys and values of ``key_value``, as a KV cache stores them.
+
+        Args:
+            key_value: ``(B, Lk, kv_dim)``.
+
+        Returns:
+            ``keys, values``, each ``(B, H, Lk, d_h)``: the projections ``key_value W_k + b_k`` and
+            ``key_value W_v + b_v`` split into heads, before anything position-dependent is
+            applied to them (so a cache can re-position what it keeps).
+        """
+        owner = f"MultiHeadAttention(kv_dim={self.kv_dim})"
+        module_input("key_value", key_value, self.kv_dim, self.dtype, owner, ndim=3)
+        k, _ = self._project("k", key_value)
+        v, _ = self._project("v", key_value)
+        return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+
+    def attend(
+        self, query: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Inference: ``query`` attends over keys and values that were projected earlier.
+
+        Args:
+            query: ``(B, Lq, d_model)``, e.g. the one new position of a decoding step.
+            keys, values: ``(B, H, Lk, d_h)`` from :meth:`keys_values` (possibly several calls'
+                worth, concatenated along Lk, as a KV cache holds them).
+            mask: bool, True = may attend, by the module rule of :mod:`mmt_numpy.nn.masks`
+                (``(Lq, Lk)``, ``(B, Lq, Lk)`` or 4-D).
+
+        Returns:
+            ``(B, Lq, d_model)``: what :meth:`forward` returns for the same query, keys and mask.
+        """
+        owner = f"MultiHeadAttention(d_model={self.d_model})"
+        if self.position is not None:
+            # The cached keys carry no positions; a scheme would need them (see nn.kv_cache).
+            raise ValueError(
+                f"attend: this module has position={self.position!r}, which cached keys and values "
+                "do not carry; use forward, or a cache that re-positions its keys"
+            )
+        module_input("query", query, self.d_model, self.dtype, owner, ndim=3)
+        B, Lq, _ = query.shape
+        H, d_h = self.num_heads, self.d_model // self.num_heads
+        for name, a in (("keys", keys), ("values", values)):
+            if not isinstance(a, np.ndarray) or a.ndim != 4 or a.shape[:2] != (B, H) or a.shape[3] != d_h:
+                raise ValueError(
+                    f"{name}: expected shape ({B}, {H}, Lk, {d_h}) (batch, heads, keys, d_model/H), "
+                    f"as keys_values returns, got {getattr(a, 'shape', type(a).__name__)}"
+                )
+            if a.dtype != self.dtype:
+                raise TypeError(f"{name}: expected dtype {self.dtype} (the parameters'), got {a.dtype}")
+        if keys.shape != values.shape:
+            raise ValueError(f"values: expected the shape of keys {keys.shape}, got {values.shape}")
+        mask = module_mask("mask", mask, B, H, Lq, keys.shape[2])
+        q, _ = self._project("q", query)
+        heads, _ = ops.attention_forward(split_heads(q, H), keys, values, mask)
+        out, _ = self._project("o", merge_heads(heads))
+        return out
 
     def __repr__(self) -> str:
         kv = "" if self.kv_dim == self.d_model else f", kv_dim={self.kv_dim}"

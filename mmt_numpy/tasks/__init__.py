@@ -15,6 +15,7 @@ from types import ModuleType
 # task name -> the module that trains it (imported only when that task runs)
 TASKS = {
     "vqa": "mmt_numpy.tasks.vqa",
+    "caption": "mmt_numpy.tasks.caption",
     "video": "mmt_numpy.tasks.video",
     "videobert": "mmt_numpy.tasks.videobert",
 }

@@ -51,19 +51,17 @@ def test_gradcheck_with_an_ignore_index_inside_the_classes(rng):
 
 
 def _forgets_the_one_hot(d_loss, cache):
-    log_probs, targets, valid, count, _ = cache
-    return np.exp(log_probs) * valid[..., None] * (d_loss / count)
+    return np.exp(cache.log_probs) * cache.valid[..., None] * (d_loss / cache.count)
 
 
 def _divides_by_every_position(d_loss, cache):
-    log_probs, targets, valid, count, _ = cache
-    return cross_entropy_backward(d_loss, cache) * count / valid.size  # ignored ones counted too
+    # ignored ones counted too
+    return cross_entropy_backward(d_loss, cache) * cache.count / cache.valid.size
 
 
 def _ignored_positions_leak(d_loss, cache):
-    log_probs, targets, valid, count, _ = cache
-    one_hot = np.eye(log_probs.shape[-1])[targets]
-    return (np.exp(log_probs) - one_hot) * (d_loss / count)  # never multiplied by valid
+    one_hot = np.eye(cache.log_probs.shape[-1])[cache.safe_targets]
+    return (np.exp(cache.log_probs) - one_hot) * (d_loss / cache.count)  # never multiplied by valid
 
 
 def _off_by_a_tenth_of_a_percent(d_loss, cache):
@@ -79,6 +77,79 @@ def test_checker_rejects_a_broken_backward(rng, broken):
     kwargs = {"targets": targets, "reduction": "mean"}
     assert check_op(cross_entropy_forward, cross_entropy_backward, {"logits": logits}, kwargs=kwargs).passed
     assert not check_op(cross_entropy_forward, broken, {"logits": logits}, kwargs=kwargs).passed
+
+
+# --- label smoothing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.35, 1.0])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_label_smoothing_matches_torch(rng, torch_autograd, reduction, smoothing):
+    torch = pytest.importorskip("torch")
+    logits, targets = _logits_and_targets(rng, (3, 4, 6), ignored=3)
+    loss, cache = cross_entropy_forward(logits, targets, reduction=reduction, label_smoothing=smoothing)
+    upstream = rng.standard_normal(np.shape(loss))
+    grad = cross_entropy_backward(upstream if reduction == "none" else float(upstream), cache)
+
+    def theirs(x):
+        flat = torch.nn.functional.cross_entropy(
+            x.reshape(-1, 6),
+            torch.from_numpy(targets.reshape(-1)),
+            ignore_index=-100,
+            reduction=reduction,
+            label_smoothing=smoothing,
+        )
+        return flat.reshape(targets.shape) if reduction == "none" else flat
+
+    loss_t, (grad_t,) = torch_autograd(theirs, [logits], upstream)
+    np.testing.assert_allclose(loss, loss_t, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(grad, grad_t, rtol=0, atol=1e-12)
+
+
+def test_label_smoothing_by_hand():
+    """Three classes, target 0, ε = 0.3: q = (0.8, 0.1, 0.1), loss = −Σ q log p."""
+    logits = np.array([[2.0, 0.0, -1.0]])
+    p = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    loss, cache = cross_entropy_forward(logits, np.array([0]), label_smoothing=0.3)
+    q = np.array([0.8, 0.1, 0.1])
+    np.testing.assert_allclose(loss, -(q * np.log(p)).sum(), rtol=1e-14)
+    np.testing.assert_allclose(cross_entropy_backward(1.0, cache), [p - q], rtol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_label_smoothing_gradcheck(rng, reduction):
+    logits, targets = _logits_and_targets(rng, (2, 3, 5), ignored=2)
+    kwargs = {"targets": targets, "reduction": reduction, "label_smoothing": 0.2}
+    report = check_op(cross_entropy_forward, cross_entropy_backward, {"logits": logits}, kwargs=kwargs)
+    assert report.passed, report
+
+
+def _smoothing_forgotten(d_loss, cache):
+    """Broken: the backward of the unsmoothed loss (softmax − onehot), ε dropped."""
+    return cross_entropy_backward(d_loss, cache._replace(label_smoothing=0.0))
+
+
+def _smoothing_not_spread(d_loss, cache):
+    """Broken: takes ε off the target class but never spreads ε / C over the classes."""
+    fixed = cross_entropy_backward(d_loss, cache)
+    eps, C = cache.label_smoothing, cache.log_probs.shape[-1]
+    return fixed + (eps / C) * cache.valid[..., None] * (d_loss / cache.count)
+
+
+@pytest.mark.parametrize("broken", [_smoothing_forgotten, _smoothing_not_spread])
+def test_checker_rejects_a_broken_label_smoothing_backward(rng, broken):
+    logits, targets = _logits_and_targets(rng, ignored=2)
+    kwargs = {"targets": targets, "label_smoothing": 0.2}
+    assert check_op(cross_entropy_forward, cross_entropy_backward, {"logits": logits}, kwargs=kwargs).passed
+    assert not check_op(cross_entropy_forward, broken, {"logits": logits}, kwargs=kwargs).passed
+
+
+def test_label_smoothing_outside_0_1_is_refused(rng):
+    logits, targets = _logits_and_targets(rng)
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a number in \[0, 1\], got 1.5"):
+        cross_entropy_forward(logits, targets, label_smoothing=1.5)
+    with pytest.raises(TypeError, match=r"label_smoothing: expected a number in \[0, 1\], got str"):
+        cross_entropy_forward(logits, targets, label_smoothing="0.1")
 
 
 # --- values and numerics -----------------------------------------------------------------------
