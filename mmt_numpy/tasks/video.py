@@ -43,8 +43,8 @@ DEFAULT_EPOCHS = 12
 
 # The spectrogram: 32 ms windows (128 samples at 4 kHz), hop 16 ms, no centre padding:
 # (65 bins, 61 frames) per 1 s clip.  The Nyquist bin (2 kHz, silent here) and the last
-# frame are dropped so that (16, 10) patches tile it: a 4 x 6 grid of sound tokens, each
-# a 500 Hz band by 160 ms.
+# frame are dropped so that (64, 5) patches tile it: 12 sound tokens, each the whole
+# spectrum (0-2 kHz) of 80 ms, so a beep's pitch is read inside one token.
 N_FFT = 128
 HOP = 64
 SPECTROGRAM = (64, 60)
@@ -98,6 +98,7 @@ class VideoConfig:
     fusion: str = "context"
     position_std: float = 0.3
     video_summaries: int = 4
+    silhouette: bool = True
     dtype: str = "float32"
 
 
@@ -135,7 +136,7 @@ def build_model(config: VideoConfig, dataset: vdata.VideoQADataset) -> VideoQAMo
     return VideoQAModel(
         len(vdata.VIDEO_TOKENIZER),
         len(vdata.VIDEO_ANSWERS),
-        patch_dim=vdata.CELL * vdata.CELL * 3,
+        patch_dim=vdata.CELL * vdata.CELL * (4 if config.silhouette else 3),
         grid=(H // vdata.CELL, W // vdata.CELL),
         frames=T,
         spectrogram=SPECTROGRAM if config.sound else None,
@@ -161,9 +162,12 @@ def build_model(config: VideoConfig, dataset: vdata.VideoQADataset) -> VideoQAMo
 class ClipBatches:
     """The clips of a dataset as model inputs, and minibatches of whole clips with their questions."""
 
-    def __init__(self, dataset: vdata.VideoQADataset, dtype: np.dtype, sound: bool) -> None:
+    def __init__(
+        self, dataset: vdata.VideoQADataset, dtype: np.dtype, sound: bool, silhouette: bool = True
+    ) -> None:
         self.dataset = dataset
         self.dtype = dtype
+        self.silhouette = silhouette
         self.spectrograms = audio_features(dataset.audio.astype(dtype)) if sound else None
         order = np.argsort(dataset.clip_index, kind="stable")
         starts = np.searchsorted(dataset.clip_index[order], np.arange(len(dataset.clips) + 1))
@@ -174,7 +178,9 @@ class ClipBatches:
         rows = np.concatenate([self.questions[c] for c in clips])
         local = np.repeat(np.arange(len(clips)), [len(self.questions[c]) for c in clips])
         d = self.dataset
-        patches = vdata.clip_patches(d.frames[clips]).astype(self.dtype, copy=False)
+        patches = vdata.clip_patches(d.frames[clips], silhouette=self.silhouette).astype(
+            self.dtype, copy=False
+        )
         spectrogram = None if self.spectrograms is None else self.spectrograms[clips]
         return d.ids[rows], patches, spectrogram, local, d.lengths[rows], d.answers[rows]
 
@@ -205,8 +211,8 @@ def train_video(config: VideoConfig, log: Callable[[str], None] = print) -> Vide
     train_set, test_set = vdata.make_video_splits(config.train_clips, config.test_clips, config.seed)
     model = build_model(config, train_set)
     optimizer = Adam(model.parameters(), lr=config.lr)
-    train_batches = ClipBatches(train_set, dtype, config.sound)
-    test_batches = ClipBatches(test_set, dtype, config.sound)
+    train_batches = ClipBatches(train_set, dtype, config.sound, config.silhouette)
+    test_batches = ClipBatches(test_set, dtype, config.sound, config.silhouette)
     order_rng = np.random.default_rng(config.seed + 1)
     result = VideoResult(model, config, train_set, test_set)
     start = time.perf_counter()
@@ -283,7 +289,7 @@ def make_config(epochs: int | None = None, seed: int = 0, **options: object) -> 
 def silenced_accuracy(result: VideoResult) -> dict[str, float]:
     """Test accuracy per kind with every sound track replaced by silence (features all 0: nothing
     above the noise floor), for a model trained with sound; an evaluation, not a retraining."""
-    batches = ClipBatches(result.test_set, result.model.dtype, True)
+    batches = ClipBatches(result.test_set, result.model.dtype, True, result.config.silhouette)
     batches.spectrograms = np.zeros_like(batches.spectrograms)
     return accuracy_by_kind(result.test_set, batches.predict(result.model))
 
