@@ -107,6 +107,9 @@ def test_the_ablation_script_runs_three_trainings_side_by_side(capsys):
     out = capsys.readouterr().out
     for name in ("full", "no time positions", "no sound", "sound silenced", "chance"):
         assert name in out
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--jobs", "4"])
+    assert "--jobs: expected 1 to 3, got 4" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- VideoBERT

@@ -13,7 +13,6 @@ import pytest
 from mmt_numpy.checks import randn, randomize
 from mmt_numpy.gradcheck import check_module
 from mmt_numpy.nn import MultiHeadAttention
-from mmt_numpy.nn.sublayer import sublayer_backward
 from mmt_numpy.nn.spacetime import (
     DividedSpaceTimeAttention,
     JointSpaceTimeAttention,
@@ -22,6 +21,7 @@ from mmt_numpy.nn.spacetime import (
     TimeAttention,
     divided_reach,
 )
+from mmt_numpy.nn.sublayer import sublayer_backward
 from mmt_numpy.nn.video import SpaceTimeEncoderLayer, VideoEncoder
 from mmt_numpy.torch_bridge import grads_from_torch, to_torch
 
