@@ -24,13 +24,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmt_numpy import data
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.bleu import corpus_bleu
 from mmt_numpy.nn import CaptionLoss, ImageCaptioner, save
 from mmt_numpy.nn.module import as_float_dtype
@@ -39,21 +39,6 @@ from mmt_numpy.validate import non_negative_int, positive_int
 
 DEFAULT_EPOCHS = 8
 DATASETS = ("toy",)
-
-
-def blas_threads(n: int) -> AbstractContextManager:
-    """Run the enclosed code with ``n`` BLAS threads (threadpoolctl), or as it is without threadpoolctl.
-
-    This model's matrices are small (64 captions x 13 positions x width 48): splitting each
-    product over two threads costs more in synchronisation than it saves.  Measured on the
-    shared 2-core machine, one thread took 13 ms of CPU per training step and two took 170 ms
-    (and 13x the wall time under load).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(n, user_api="blas")
 
 
 @dataclass
@@ -76,7 +61,7 @@ class CaptionConfig:
     beam_size: int = 4
     monitor_scenes: int = 200  # test scenes captioned (greedy) after every epoch
     attention_maps: int = 3  # test captions whose cross-attention is saved as a picture
-    blas_threads: int = 1  # see blas_threads()
+    blas_threads: int = 1  # small matrices: one BLAS thread is fastest (mmt_numpy.blas)
     dtype: str = "float32"
 
 
