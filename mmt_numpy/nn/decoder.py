@@ -81,17 +81,6 @@ def _memory(memory: object, x: np.ndarray, d_model: int, dtype: np.dtype, owner:
     return memory
 
 
-def step_mask(cached: int, new: int) -> np.ndarray:
-    """``(new, cached + new)`` bool: ``new`` queries after ``cached`` kept entries (True = may attend).
-
-    Every query sees every kept entry (all of them are earlier positions) and, among the
-    new positions, itself and those before it: the causal mask's last ``new`` rows when
-    nothing was evicted.
-    """
-    keep_new = np.tril(np.ones((new, new), dtype=bool))
-    return np.concatenate([np.ones((new, cached), dtype=bool), keep_new], axis=1)
-
-
 class TransformerDecoderLayer(Module):
     """One decoder layer: masked self-attention, cross-attention, feed-forward (module docstring).
 
@@ -203,7 +192,8 @@ class TransformerDecoderLayer(Module):
 
         The self-attention projects the keys and values of ``x``'s positions, appends them
         to the cache (layer ``layer``), and lets the new queries attend over everything kept
-        (:func:`step_mask`); the cross-attention uses the image's keys and values that the
+        (:func:`~mmt_numpy.nn.kv_cache.step_mask`, at the cache's positions when the
+        self-attention has a position scheme); the cross-attention uses the image's keys and values that the
         cache computed once.  Equals the last rows of :meth:`forward` on the whole prefix with
         a causal mask (while nothing was evicted).
 
@@ -220,9 +210,7 @@ class TransformerDecoderLayer(Module):
         )
 
         def self_attention(h: np.ndarray) -> tuple[np.ndarray, None]:
-            keys, values = cache.append(layer, *self.self_attn.keys_values(h))
-            mask = step_mask(keys.shape[2] - h.shape[1], h.shape[1])
-            return self.self_attn.attend(h, keys, values, mask), None
+            return cache.attend(layer, self.self_attn, h), None  # append h's keys/values, attend causally
 
         def cross_attention(h: np.ndarray) -> tuple[np.ndarray, None]:
             keys, values = cache.cross[layer]
