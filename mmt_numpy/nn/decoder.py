@@ -31,7 +31,7 @@ from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.encoder import TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation
-from mmt_numpy.nn.kv_cache import EvictionPolicy, KVCache
+from mmt_numpy.nn.kv_cache import EvictionPolicy, KVCache, StreamingKVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
@@ -328,9 +328,17 @@ class TransformerDecoder(Module):
         *,
         policy: EvictionPolicy | None = None,
         capacity: int = 16,
+        sinks: int | None = None,
+        window: int | None = None,
     ) -> KVCache:
         """An empty KV cache for generating over ``memory``: the image's cross-attention keys and
         values projected once, per layer.
+
+        With ``window`` (and ``sinks``, default 0) it is a
+        :class:`~mmt_numpy.nn.kv_cache.StreamingKVCache` (attention sinks plus a sliding window,
+        memory flat with the length).  It counts positions inside the cache, which a position
+        scheme of the self-attention (``layer.self_attn.position``, RoPE or ALiBi) uses; an
+        absolute position embedding added to the inputs by the caller cannot be re-counted.
 
         Args:
             memory: ``(B, Lm, d_model)`` the encoder's output.
@@ -354,7 +362,13 @@ class TransformerDecoder(Module):
                 )
             module_mask("memory_mask", memory_mask, B, H, 1, Lm)
         cross = [layer.cross_attn.keys_values(memory) for layer in self.layers]
-        return KVCache(cross, memory_mask, policy=policy, capacity=capacity)
+        if window is None:
+            if sinks is not None:
+                raise ValueError(f"sinks: needs a window (without one every token is kept), got {sinks}")
+            return KVCache(cross, memory_mask, policy=policy, capacity=capacity)
+        if policy is not None:
+            raise ValueError("policy: a streaming cache (window=...) brings its own; pass one or the other")
+        return StreamingKVCache(cross, memory_mask, sinks=0 if sinks is None else sinks, window=window)
 
     def step(self, x: np.ndarray, cache: KVCache) -> np.ndarray:
         """Inference on the new positions ``x (B, n, d_model)`` -> ``(B, n, d_model)``.

@@ -178,3 +178,22 @@ def test_attend_with_a_scheme_needs_positions() -> None:
     with pytest.raises(ValueError, match=r"ids: a sinusoidal reader covers 4 positions, this step reaches 5"):
         reader.step(np.zeros((1, 1), dtype=int), cache)
     assert "StreamingKVCache(" in repr(cache) and "sinks=1, window=2" in repr(cache)
+
+
+@pytest.mark.parametrize("kind", ["rope", "alibi"])
+def test_a_decoder_generating_through_the_streaming_cache_equals_its_scheme(kind: str) -> None:
+    """The captioning decoder with RoPE/ALiBi self-attention, step by step over a StreamingKVCache,
+    equals its forward under the causal mask with PositionScheme(kind, window, sinks)."""
+    dec = randomize(nn.TransformerDecoder(D, H, 12, 2, norm_first=True, final_norm=True, rng=4), 5)
+    for layer in dec.layers:
+        layer.self_attn.position = nn.PositionScheme(kind=kind)
+    x, memory = randn(8, B, 11, D), randn(9, B, 5, D)
+    cache = dec.new_cache(memory, sinks=2, window=3)
+    stepwise = np.concatenate([dec.step(x[:, t : t + 1], cache) for t in range(11)], axis=1)
+    for layer in dec.layers:
+        layer.self_attn.position = nn.PositionScheme(kind=kind, window=3, sinks=2)
+    full = dec(x, memory, mask=ops.causal_mask(11))
+    np.testing.assert_allclose(stepwise, full, rtol=0, atol=1e-12)
+    assert cache.length == 4 and isinstance(cache, StreamingKVCache)
+    with pytest.raises(ValueError, match=r"policy: a streaming cache"):
+        dec.new_cache(memory, policy=SinksAndWindow(1, 2), window=3)
