@@ -17,7 +17,7 @@ from mmt_numpy.nn.encoder import TransformerEncoder, TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation, FeedForward
 from mmt_numpy.nn.fusion import FeatureFusion, TensorFusion, VectorFusion
 from mmt_numpy.nn.image_text import ImageTextModel
-from mmt_numpy.nn.kv_cache import KVCache
+from mmt_numpy.nn.kv_cache import KVCache, StreamingKVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
@@ -50,6 +50,7 @@ __all__ = [
     "Parameter",
     "PositionScheme",
     "SinusoidalPositionalEncoding",
+    "StreamingKVCache",
     "TensorFusion",
     "TiedOutputProjection",
     "TransformerDecoder",
