@@ -1,0 +1,277 @@
+"""Training a model to answer the next question of a conversation about a scene (§6.4, 多模态对话系统).
+
+``python -m mmt_numpy train --task dialogue [--out DIR] [--epochs N] [--seed S] [--quick]``
+builds train and test dialogues over disjoint scenes (:mod:`mmt_numpy.data.dialogue`: later
+questions say "it" for a shape named earlier), trains a :class:`~mmt_numpy.nn.DialogueModel`
+(image patches and the history, with turn and speaker embeddings, through one encoder; the
+captioning decoder writes the answer) by teacher forcing with Adam, prints a line per epoch,
+answers every held-out turn by greedy decoding and by beam search, reports exact-match
+accuracy per question kind and on the questions that need the history, and ends with
+``test accuracy: X`` (greedy, every held-out turn).  Into ``DIR`` (default ``runs/dialogue``):
+
+* ``params.npz``: every parameter by its dotted name (the shared word table once);
+* ``loss_curve.png``: training loss per step and held-out accuracy per epoch.
+
+:func:`train_dialogue` with ``with_history=False`` trains the same model on the current
+question alone, the baseline of ``benchmarks/dialogue_history.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmt_numpy import data
+from mmt_numpy.data import dialogue as dialogue_data
+from mmt_numpy.nn import DialogueLoss, DialogueModel, save
+from mmt_numpy.nn.module import as_float_dtype
+from mmt_numpy.optim import Adam
+from mmt_numpy.tasks.caption import blas_threads, learning_rate
+from mmt_numpy.validate import non_negative_int, positive_int
+
+DEFAULT_EPOCHS = 10
+TOKENIZER = dialogue_data.DIALOGUE_TOKENIZER
+
+
+@dataclass
+class DialogueConfig:
+    """Everything that decides a dialogue run."""
+
+    epochs: int = DEFAULT_EPOCHS
+    seed: int = 0
+    train_scenes: int = 3000
+    test_scenes: int = 500
+    num_turns: int = 4
+    with_history: bool = True
+    batch_size: int = 64
+    lr: float = 2e-3
+    d_model: int = 48
+    num_heads: int = 4
+    d_ff: int = 96
+    encoder_layers: int = 3
+    decoder_layers: int = 2
+    label_smoothing: float = 0.0
+    warmup_steps: int = 100
+    beam_size: int = 4
+    monitor_dialogues: int = 150  # test dialogues answered (greedy) after every epoch
+    blas_threads: int = 1  # see mmt_numpy.tasks.caption.blas_threads
+    dtype: str = "float32"
+
+
+# train --task dialogue --quick: a smoke run of a few seconds (what the tests run)
+QUICK = dict(
+    epochs=2,
+    train_scenes=300,
+    test_scenes=30,
+    monitor_dialogues=30,
+    d_model=16,
+    d_ff=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    warmup_steps=5,
+    lr=5e-3,
+)
+
+
+@dataclass
+class AnswerScore:
+    """Answers written for a dataset by one decoding method, and how many are right."""
+
+    method: str
+    answers: list[str]
+    correct: np.ndarray  # (N,) bool, exact match
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+
+@dataclass
+class DialogueResult:
+    model: DialogueModel
+    train_set: dialogue_data.DialogueDataset
+    test_set: dialogue_data.DialogueDataset
+    step_losses: list[float] = field(default_factory=list)
+    monitor_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_model(config: DialogueConfig, dataset: dialogue_data.DialogueDataset) -> DialogueModel:
+    return DialogueModel(
+        len(TOKENIZER),
+        dataset.patch**2 * 3,
+        dataset.grid,
+        bos_id=TOKENIZER.bos_id,
+        eos_id=TOKENIZER.eos_id,
+        pad_id=TOKENIZER.pad_id,
+        max_history=dataset.history.shape[1],
+        max_turns=config.num_turns,
+        max_answer=dialogue_data.ANSWER_LENGTH - 1,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        d_ff=config.d_ff,
+        encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers,
+        dtype=as_float_dtype(config.dtype),
+        rng=config.seed,
+    )
+
+
+def model_inputs(dataset: dialogue_data.DialogueDataset, rows: np.ndarray, patches: np.ndarray) -> tuple:
+    """``(patches, history, turns, speakers, lengths)`` of examples ``rows``, the history cut to
+    the longest among them (less padding, less work)."""
+    L = max(int(dataset.lengths[rows].max()), 1)
+    return (
+        patches[dataset.image_index[rows]],
+        dataset.history[rows, :L],
+        dataset.turns_ago[rows, :L],
+        dataset.speakers[rows, :L],
+        dataset.lengths[rows],
+    )
+
+
+def answer_questions(
+    model: DialogueModel,
+    dataset: dialogue_data.DialogueDataset,
+    beam_size: int = 1,
+    batch_size: int = 500,
+    rows: np.ndarray | None = None,
+) -> AnswerScore:
+    """Answer the examples ``rows`` (default all) of ``dataset``; exact match against the right answers."""
+    rows = np.arange(len(dataset)) if rows is None else rows
+    patches = dataset.patches(model.dtype)
+    answers: list[str] = []
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s : s + batch_size]
+        ids, _ = model.generate(
+            *model_inputs(dataset, chunk, patches), max_len=dialogue_data.ANSWER_LENGTH - 1, beam_size=beam_size
+        )
+        answers += TOKENIZER.decode(ids)
+    correct = np.array([a == dataset.answer_text[r] for a, r in zip(answers, rows, strict=True)])
+    return AnswerScore("greedy" if beam_size == 1 else f"beam {beam_size}", answers, correct)
+
+
+def train_dialogue(config: DialogueConfig, log: Callable[[str], None] = print) -> DialogueResult:
+    """Teacher forcing on the answers, Adam with the captioner's warm-up and cosine schedule,
+    minibatches of turns in a seeded order; a line per epoch."""
+    train_set, test_set = dialogue_data.make_dialogue_splits(
+        config.train_scenes,
+        config.test_scenes,
+        config.seed,
+        num_turns=config.num_turns,
+        with_history=config.with_history,
+    )
+    dtype = as_float_dtype(config.dtype)
+    patches = train_set.patches(dtype)
+    inputs, targets = data.teacher_forcing(train_set.answers)
+    model = build_model(config, train_set)
+    loss_fn = DialogueLoss(model, config.label_smoothing)
+    optimizer = Adam(model.parameters(), lr=config.lr)
+    monitor = np.flatnonzero(test_set.image_index < config.monitor_dialogues)
+    result = DialogueResult(model, train_set, test_set)
+    order_rng = np.random.default_rng(config.seed + 1)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    total, step = config.epochs * steps_per_epoch, 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        order = order_rng.permutation(len(train_set))
+        losses = []
+        for s in range(0, len(order), config.batch_size):
+            rows = order[s : s + config.batch_size]
+            optimizer.lr = learning_rate(step, total, config.lr, config.warmup_steps)
+            step += 1
+            batch = model_inputs(train_set, rows, patches)
+            loss, cache = loss_fn.forward(*batch, inputs[rows], targets[rows])
+            optimizer.zero_grad()
+            loss_fn.backward(1.0, cache)
+            optimizer.step()
+            losses.append(float(loss))
+        result.step_losses.extend(losses)
+        accuracy = answer_questions(model, test_set, rows=monitor).accuracy
+        result.monitor_accuracy.append(accuracy)
+        log(
+            f"epoch {epoch:>3}  loss {np.mean(losses):.4f}  held-out accuracy (greedy, {len(monitor)} turns) "
+            f"{accuracy:.3f}  time {time.perf_counter() - start:.1f}s"
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def accuracy_by_kind(dataset: dialogue_data.DialogueDataset, score: AnswerScore) -> dict[str, tuple[float, int]]:
+    """``{kind: (accuracy, count)}`` for every question kind present, then ``"needs history"`` and
+    ``"no history needed"``."""
+    kinds = np.array(dataset.kinds)
+    groups = {k: kinds == k for k in dialogue_data.QUESTION_KINDS if (kinds == k).any()}
+    groups["needs history"] = dataset.needs_history
+    groups["no history needed"] = ~dataset.needs_history
+    return {k: (float(score.correct[m].mean()), int(m.sum())) for k, m in groups.items() if m.any()}
+
+
+def save_artifacts(result: DialogueResult, out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """``params.npz`` and ``loss_curve.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "params.npz", out / "loss_curve.png"]
+    save(result.model, written[0])
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(result.step_losses, lw=0.6)
+    ax_loss.set(xlabel="step (minibatch)", ylabel="cross-entropy of the answer", title="training loss")
+    ax_loss.set_yscale("log")
+    epochs = np.arange(1, len(result.monitor_accuracy) + 1)
+    ax_acc.plot(epochs, result.monitor_accuracy, "o-", label="held-out turns, greedy")
+    ax_acc.set(xlabel="epoch", ylabel="exact match", title="answers equal to the right one", ylim=(0, 1.02))
+    ax_acc.legend()
+    fig.savefig(written[1], dpi=110)
+    for path in written:
+        log(f"wrote {path}")
+    return written
+
+
+def main(
+    out: str = "runs/dialogue",
+    epochs: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    quick: bool = False,
+    **options: object,
+) -> float:
+    """The ``train --task dialogue`` command: train, answer the held-out turns, report, save.
+
+    ``quick`` picks :data:`QUICK` (a smoke run of a few seconds); ``options`` override fields
+    of :class:`DialogueConfig`; ``epochs``, when given, replaces the number of epochs.  Every
+    argument is checked before anything is written.  Returns the greedy test accuracy.
+    """
+    config = DialogueConfig(**{**(QUICK if quick else {}), **options, "seed": non_negative_int("seed", seed)})
+    if epochs is not None:
+        config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
+    log("config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()))
+    with blas_threads(config.blas_threads) as limits:
+        if limits is None:
+            log("threadpoolctl is not installed: BLAS keeps its own thread count (slower on small matrices)")
+        result = train_dialogue(config, log)
+        greedy = answer_questions(result.model, result.test_set)
+        beam = answer_questions(result.model, result.test_set, beam_size=config.beam_size)
+    test = result.test_set
+    for d in range(2):
+        log(f"  dialogue {d}: {', '.join(f'{s} {c}' for s, c, *_ in test.dialogues[d].scene.objects)}")
+        for r in np.flatnonzero(test.image_index == d):
+            turn = test.dialogues[d].turns[test.turn[r]]
+            log(f"    {turn.question:<28} right: {turn.answer:<13} greedy: {greedy.answers[r]}")
+    for score in (greedy, beam):
+        for kind, (accuracy, count) in accuracy_by_kind(test, score).items():
+            log(f"{score.method:<7} test accuracy, {kind}: {accuracy:.4f} ({count} turns)")
+    save_artifacts(result, Path(out), log)
+    log(f"trained in {result.seconds:.1f}s")
+    history = accuracy_by_kind(test, greedy)["needs history"][0]
+    log(f"test accuracy on the questions that need the history: {history:.4f}")
+    log(f"test accuracy: {greedy.accuracy:.4f}")
+    return greedy.accuracy
