@@ -95,11 +95,17 @@ def question_kind(question: str) -> tuple[str, str | None]:
         return "colour of it", None
     if w == ["where", "is", "it", "?"]:
         return "where is it", None
-    if len(w) == 7 and w[:3] == ["what", "shape", "is"] and w[3] in ("left", "right") and w[4:] == [
-        "of",
-        "it",
-        "?",
-    ]:
+    if (
+        len(w) == 7
+        and w[:3] == ["what", "shape", "is"]
+        and w[3] in ("left", "right")
+        and w[4:]
+        == [
+            "of",
+            "it",
+            "?",
+        ]
+    ):
         return f"{w[3]} of it", None
     if len(w) == 6 and w[:4] == ["what", "colour", "is", "the"] and w[4] in SHAPES and w[5] == "?":
         return "colour of shape", w[4]
@@ -164,7 +170,9 @@ def answer_turns(dialogue: Dialogue) -> list[str]:
     return answers
 
 
-def make_dialogue(scene: Scene, rng: np.random.Generator, num_turns: int = 4, p_history: float = 0.85) -> Dialogue:
+def make_dialogue(
+    scene: Scene, rng: np.random.Generator, num_turns: int = 4, p_history: float = 0.85
+) -> Dialogue:
     """A dialogue of ``num_turns`` turns over ``scene``, each question with one right answer.
 
     The first question asks whether a random shape is there.  After it, while no shape has
@@ -263,6 +271,8 @@ class DialogueDataset:
         answer_text: the N right answers.
         kinds: the N question kinds (:data:`QUESTION_KINDS`).
         turn: ``(N,)`` the turn each example asks (0 = first).
+        named_at: ``(N,)`` for a question with "it", the turn that named the shape "it" is
+            (its question or its answer); -1 for the other questions.
         patch: the patch side of :meth:`patches`.
         with_history: whether the history holds the earlier turns (False: the question alone).
     """
@@ -278,6 +288,7 @@ class DialogueDataset:
     answer_text: list[str]
     kinds: list[str]
     turn: np.ndarray
+    named_at: np.ndarray
     patch: int
     with_history: bool = True
 
@@ -337,12 +348,17 @@ def dialogue_dataset(
         except (TypeError, ValueError) as error:
             raise ValueError(f"dialogues[{d}]: {error}") from None
         if len(dialogue.turns) > num_turns:
-            raise ValueError(f"dialogues[{d}]: expected at most num_turns={num_turns} turns, got {len(dialogue.turns)}")
+            raise ValueError(
+                f"dialogues[{d}]: expected at most num_turns={num_turns} turns, got {len(dialogue.turns)}"
+            )
+        named = -1  # the turn that named the current "it"
         for n, turn in enumerate(dialogue.turns):
             encoded = encode_history(dialogue.turns[: n + 1], length, with_history=with_history)
             kind = question_kind(turn.question)[0]
-            rows.append((d, *encoded, turn.answer, kind, n))
-    index, history, ago, speakers, lengths, answer_text, kinds, turn = zip(*rows, strict=True)
+            rows.append((d, *encoded, turn.answer, kind, n, named if kind in HISTORY_KINDS else -1))
+            if kind in ("colour of shape", "left of it", "right of it") or turn.answer == "yes":
+                named = n  # this turn named a shape that is there: "it" from now on
+    index, history, ago, speakers, lengths, answer_text, kinds, turn, named_at = zip(*rows, strict=True)
     answers, _ = DIALOGUE_TOKENIZER.encode(list(answer_text), ANSWER_LENGTH)
     return DialogueDataset(
         images,
@@ -356,6 +372,7 @@ def dialogue_dataset(
         list(answer_text),
         list(kinds),
         np.array(turn),
+        np.array(named_at),
         cell,
         with_history,
     )

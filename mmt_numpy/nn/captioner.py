@@ -233,7 +233,7 @@ class ImageCaptioner(Module):
         return d_memory
 
     def encode_backward(self, d_memory: np.ndarray, cache: EncodeCache) -> tuple[np.ndarray]:
-        """``d_memory (B, P, d_model)`` -> ``(d_patches (B, P, patch_dim),)``, the backward of :meth:`encode`."""
+        """``d_memory (B, P, d_model)`` -> ``(d_patches (B, P, patch_dim),)``: :meth:`encode`'s backward."""
         expect_cache(cache, EncodeCache, "ImageCaptioner.encode")
         (d_x,) = self.encoder.backward(d_memory, cache.encoder)  # memory = encoder(x)
         (d_x,) = self.image_position.backward(d_x, cache.image_position)  # x = x + row[r] + column[c]
@@ -359,8 +359,8 @@ class CaptionDecoding:
     """The captioner as a :class:`~mmt_numpy.nn.generation.Decoding`: next-token log-probabilities
     of the text so far, from a KV cache (``use_cache=True``) or by recomputing the whole prefix.
 
-    The memory (the encoded image) is computed once, by the caller.  With the cache, each call feeds only the tokens the cache has
-    not seen (all of them at the first call: the start token) through
+    The memory (the encoded image) is computed once, by the caller.  With the cache, each call
+    feeds only the tokens the cache has not seen (all of them at the first call: the start token) through
     :meth:`TransformerDecoder.step`; without it, each call runs :meth:`ImageCaptioner.decode`
     on the whole prefix and reads the last position.
     """

@@ -293,7 +293,9 @@ class DialogueModel(Module):
         log-probabilities ``(B,)``, as :meth:`ImageCaptioner.generate`.
         """
         memory, mask, _ = self.encode(patches, history, turns, speakers, lengths)
-        return self.answerer.generate_from_memory(memory, mask, max_len=max_len, beam_size=beam_size, alpha=alpha)
+        return self.answerer.generate_from_memory(
+            memory, mask, max_len=max_len, beam_size=beam_size, alpha=alpha
+        )
 
     def __repr__(self) -> str:
         return f"DialogueModel(answerer={self.answerer!r}, history={self.history!r})"

@@ -34,6 +34,7 @@ from mmt_numpy.tasks.caption import blas_threads, learning_rate
 from mmt_numpy.validate import non_negative_int, positive_int
 
 DEFAULT_EPOCHS = 10
+DATASETS = ("toy",)
 TOKENIZER = dialogue_data.DIALOGUE_TOKENIZER
 
 
@@ -148,7 +149,9 @@ def answer_questions(
     for s in range(0, len(rows), batch_size):
         chunk = rows[s : s + batch_size]
         ids, _ = model.generate(
-            *model_inputs(dataset, chunk, patches), max_len=dialogue_data.ANSWER_LENGTH - 1, beam_size=beam_size
+            *model_inputs(dataset, chunk, patches),
+            max_len=dialogue_data.ANSWER_LENGTH - 1,
+            beam_size=beam_size,
         )
         answers += TOKENIZER.decode(ids)
     correct = np.array([a == dataset.answer_text[r] for a, r in zip(answers, rows, strict=True)])
@@ -201,7 +204,9 @@ def train_dialogue(config: DialogueConfig, log: Callable[[str], None] = print) -
     return result
 
 
-def accuracy_by_kind(dataset: dialogue_data.DialogueDataset, score: AnswerScore) -> dict[str, tuple[float, int]]:
+def accuracy_by_kind(
+    dataset: dialogue_data.DialogueDataset, score: AnswerScore
+) -> dict[str, tuple[float, int]]:
     """``{kind: (accuracy, count)}`` for every question kind present, then ``"needs history"`` and
     ``"no history needed"``."""
     kinds = np.array(dataset.kinds)
@@ -241,6 +246,7 @@ def main(
     epochs: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    dataset: str = "toy",
     quick: bool = False,
     **options: object,
 ) -> float:
@@ -250,6 +256,10 @@ def main(
     of :class:`DialogueConfig`; ``epochs``, when given, replaces the number of epochs.  Every
     argument is checked before anything is written.  Returns the greedy test accuracy.
     """
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"dataset: expected one of {DATASETS} (dialogues exist for the toy scenes), got {dataset!r}"
+        )
     config = DialogueConfig(**{**(QUICK if quick else {}), **options, "seed": non_negative_int("seed", seed)})
     if epochs is not None:
         config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
