@@ -9,6 +9,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmt_numpy import nn
@@ -104,3 +105,27 @@ def test_the_history_benchmark_prints_both_columns(capsys):
     assert set(results[True]) == set(results[False]) and "all turns" in results[True]
     counts = {k: c for k, (_, c) in results[True].items()}
     assert counts["needs history"] + counts["no history needed"] == counts["all turns"]
+
+
+def test_the_pronoun_and_the_word_that_named_it_are_found():
+    config = dialogue.DialogueConfig(**{**dialogue.QUICK, "train_scenes": 20, "test_scenes": 20})
+    _, test = dialogue.dialogue_data.make_dialogue_splits(20, 20, 0)
+    model = dialogue.build_model(config, test)
+    rows = np.flatnonzero(test.needs_history)
+    weights, position = dialogue.pronoun_attention(model, test, rows)
+    L = int(test.lengths[rows].max())
+    assert weights.shape == (config.encoder_layers, len(rows), L)
+    assert np.all(weights.sum(-1) <= 1 + 1e-5) and np.all(weights >= 0)
+    vocab = dialogue.TOKENIZER.vocab
+    for r, p in zip(rows, position, strict=True):
+        assert vocab[test.history[r, p]] == "it" and test.turns_ago[r, p] == 0
+    named = dialogue.naming_words(test, rows, L)
+    assert (named.sum(1) == 1).all()  # exactly one word named "it"
+    for i, r in enumerate(rows):
+        word = vocab[test.history[r, named[i].argmax()]]
+        turn = test.dialogues[test.image_index[r]].turns[test.named_at[r]]
+        assert word in (turn.answer, *turn.question.split())
+    with pytest.raises(ValueError, match="rows: expected examples whose current question says 'it'"):
+        dialogue.naming_words(test, np.flatnonzero(~test.needs_history), L)
+    with pytest.raises(ValueError, match="rows: expected examples whose current question says 'it'"):
+        dialogue.pronoun_attention(model, test, np.flatnonzero(~test.needs_history)[:3])

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mmt_numpy import data
+from mmt_numpy.data import SHAPES, split_words
 from mmt_numpy.data import dialogue as dialogue_data
 from mmt_numpy.nn import DialogueLoss, DialogueModel, save
 from mmt_numpy.nn.module import as_float_dtype
@@ -204,6 +205,84 @@ def train_dialogue(config: DialogueConfig, log: Callable[[str], None] = print) -
     return result
 
 
+def pronoun_attention(
+    model: DialogueModel, dataset: dialogue_data.DialogueDataset, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the current question's "it" looks in the history, every encoder layer, heads averaged.
+
+    Args:
+        rows: ``(N,)`` examples whose question says "it" (:attr:`DialogueDataset.needs_history`).
+
+    Returns:
+        ``weights (layers, N, L)``: the attention of the "it" token over the L history positions
+        (its share of the image's patches left out, so a row sums to at most 1), and
+        ``position (N,)``, where that token is in each history.
+    """
+    rows = np.asarray(rows)
+    it = TOKENIZER.ids["it"]
+    current = (dataset.history[rows] == it) & (dataset.turns_ago[rows] == 0)
+    if not current[np.arange(len(rows)), current.argmax(axis=1)].all():
+        raise ValueError("rows: expected examples whose current question says 'it' (dataset.needs_history)")
+    position = current.argmax(axis=1)
+    batch = model_inputs(dataset, rows, dataset.patches(model.dtype))
+    inputs = np.full((len(rows), 1), TOKENIZER.bos_id)
+    _, cache = model.forward(*batch, inputs)
+    P = batch[0].shape[1]
+    weights = np.stack([w.mean(axis=1) for w in cache.weights])  # (layers, N, P + L, P + L)
+    return weights[:, np.arange(len(rows)), P + position, P:], position
+
+
+def naming_words(dataset: dialogue_data.DialogueDataset, rows: np.ndarray, length: int) -> np.ndarray:
+    """``(N, length)`` bool: the history token that named the shape "it" refers to, for each of ``rows``.
+
+    That is the shape word of the naming turn (:attr:`DialogueDataset.named_at`): the answer when
+    the answer is a shape ("what shape is left of it ?" -> "circle"), otherwise the shape the
+    question names ("is there a square ?", "what colour is the square ?").
+    """
+    rows = np.asarray(rows)
+    if (dataset.named_at[rows] < 0).any():
+        raise ValueError("rows: expected examples whose current question says 'it' (dataset.needs_history)")
+    out = np.zeros((len(rows), length), dtype=bool)
+    for i, r in enumerate(rows):
+        turn = dataset.dialogues[dataset.image_index[r]].turns[dataset.named_at[r]]
+        words = [turn.answer] if turn.answer in SHAPES else split_words(turn.question)
+        shape = next(w for w in words if w in SHAPES)
+        back = dataset.turn[r] - dataset.named_at[r]
+        is_shape = dataset.history[r, :length] == TOKENIZER.ids[shape]
+        out[i] = (dataset.turns_ago[r, :length] == back) & is_shape
+    return out
+
+
+def pronoun_shares(
+    model: DialogueModel, dataset: dialogue_data.DialogueDataset, rows: np.ndarray
+) -> tuple[dict[str, np.ndarray], float]:
+    """Where the current question's "it" looks, averaged over ``rows``, per encoder layer.
+
+    Returns ``({part: (layers,)}, chance)``: the mean attention of "it" on the image's patches, on
+    its own question, and (with the history) on the word that named it (:func:`naming_words`) and
+    per other shape word of the earlier turns (rows that have one); ``chance`` is one token's share
+    if attention were spread evenly over the patches and the real history tokens.
+    """
+    weights, _ = pronoun_attention(model, dataset, rows)
+    rows = np.asarray(rows)
+    L = weights.shape[-1]
+    ago, ids = dataset.turns_ago[rows, :L], dataset.history[rows, :L]
+    real = np.arange(L) < dataset.lengths[rows][:, None]
+    table = {
+        "image": (1 - weights.sum(-1)).mean(-1),
+        "current question": (weights * (real & (ago == 0))).sum(-1).mean(-1),
+    }
+    if dataset.with_history:
+        named = naming_words(dataset, rows, L)
+        other = np.isin(ids, [TOKENIZER.ids[s] for s in SHAPES]) & (ago > 0) & real & ~named
+        has_other = other.any(1)
+        table["naming word"] = (weights * named).sum(-1).mean(-1)
+        on_other = (weights * other).sum(-1)[:, has_other] / other.sum(1)[has_other]
+        table["per other shape word"] = on_other.mean(-1)
+    num_patches = dataset.grid[0] * dataset.grid[1]
+    return table, float((1 / (dataset.lengths[rows] + num_patches)).mean())
+
+
 def accuracy_by_kind(
     dataset: dialogue_data.DialogueDataset, score: AnswerScore
 ) -> dict[str, tuple[float, int]]:
@@ -279,6 +358,13 @@ def main(
     for score in (greedy, beam):
         for kind, (accuracy, count) in accuracy_by_kind(test, score).items():
             log(f"{score.method:<7} test accuracy, {kind}: {accuracy:.4f} ({count} turns)")
+    shares, chance = pronoun_shares(result.model, test, np.flatnonzero(test.needs_history))
+    pairs = zip(shares["naming word"], shares["per other shape word"], strict=True)
+    for k, (named, other) in enumerate(pairs):
+        log(
+            f"encoder layer {k}: 'it' -> the word that named it, mean attention {named:.3f} "
+            f"(per other shape word {other:.3f}; one token if spread evenly {chance:.3f})"
+        )
     save_artifacts(result, Path(out), log)
     log(f"trained in {result.seconds:.1f}s")
     history = accuracy_by_kind(test, greedy)["needs history"][0]
