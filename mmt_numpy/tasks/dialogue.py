@@ -31,7 +31,7 @@ from mmt_numpy.data import dialogue as dialogue_data
 from mmt_numpy.nn import DialogueLoss, DialogueModel, save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
-from mmt_numpy.tasks.caption import blas_threads, learning_rate
+from mmt_numpy.tasks.caption import blas_threads, learning_rate, loss_curve_figure
 from mmt_numpy.validate import non_negative_int, positive_int
 
 DEFAULT_EPOCHS = 10
@@ -300,20 +300,16 @@ def save_artifacts(result: DialogueResult, out: Path, log: Callable[[str], None]
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "params.npz", out / "loss_curve.png"]
     save(result.model, written[0])
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(result.step_losses, lw=0.6)
-    ax_loss.set(xlabel="step (minibatch)", ylabel="cross-entropy of the answer", title="training loss")
-    ax_loss.set_yscale("log")
-    epochs = np.arange(1, len(result.monitor_accuracy) + 1)
-    ax_acc.plot(epochs, result.monitor_accuracy, "o-", label="held-out turns, greedy")
-    ax_acc.set(xlabel="epoch", ylabel="exact match", title="answers equal to the right one", ylim=(0, 1.02))
-    ax_acc.legend()
+    fig = loss_curve_figure(
+        result.step_losses,
+        result.monitor_accuracy,
+        loss_label="cross-entropy of the answer",
+        monitor_label="held-out turns, greedy",
+        monitor_title="answers equal to the right one",
+    )
     fig.savefig(written[1], dpi=110)
     for path in written:
         log(f"wrote {path}")
