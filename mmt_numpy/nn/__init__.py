@@ -4,6 +4,7 @@ from mmt_numpy.nn.attention import ArticleCrossAttention, MultiHeadAttention, Po
 from mmt_numpy.nn.captioner import CaptionLoss, ImageCaptioner
 from mmt_numpy.nn.coattention import CoAttentionLayer
 from mmt_numpy.nn.decoder import TransformerDecoder, TransformerDecoderLayer
+from mmt_numpy.nn.dialogue import DialogueEmbedding, DialogueLoss, DialogueModel
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.embedding import (
     Embedding,
@@ -31,6 +32,9 @@ __all__ = [
     "ArticleCrossAttention",
     "CaptionLoss",
     "CoAttentionLayer",
+    "DialogueEmbedding",
+    "DialogueLoss",
+    "DialogueModel",
     "Dropout",
     "Embedding",
     "FeatureFusion",

@@ -16,6 +16,7 @@ from types import ModuleType
 TASKS = {
     "vqa": "mmt_numpy.tasks.vqa",
     "caption": "mmt_numpy.tasks.caption",
+    "dialogue": "mmt_numpy.tasks.dialogue",
 }
 
 
