@@ -16,6 +16,8 @@ from types import ModuleType
 TASKS = {
     "vqa": "mmt_numpy.tasks.vqa",
     "caption": "mmt_numpy.tasks.caption",
+    "video": "mmt_numpy.tasks.video",
+    "videobert": "mmt_numpy.tasks.videobert",
 }
 
 
