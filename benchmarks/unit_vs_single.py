@@ -23,12 +23,16 @@ import argparse
 import json
 from pathlib import Path
 
-from mmt_numpy.tasks.unit import TASK_NAMES, make_config, train_unit
+from mmt_numpy.tasks.unit import TASK_NAMES, accuracy_by_kind, make_config, train_unit
 
 
 def run(epochs: int | None, seed: int, quick: bool) -> dict[str, dict[str, float]]:
-    """``{task: {"unit", "single", "unit params", "single params", "unit s", "single s"}}``."""
-    unit = train_unit(make_config(epochs, seed, quick=quick), log=lambda line: print(f"  [unit] {line}", flush=True))
+    """``{task: {"unit", "single", "steps", "unit params", "single params", "unit s", "single s", "kinds"}}``,
+    ``kinds``: ``{kind: {"unit", "single", "rows"}}``, the test accuracy per kind of row."""
+    unit = train_unit(
+        make_config(epochs, seed, quick=quick), log=lambda line: print(f"  [unit] {line}", flush=True)
+    )
+    unit_kinds = accuracy_by_kind(unit)
     table = {}
     for task in TASK_NAMES:
         single = train_unit(
@@ -44,6 +48,10 @@ def run(epochs: int | None, seed: int, quick: bool) -> dict[str, dict[str, float
             "single params": single.model.num_parameters(),
             "unit s": unit.seconds,
             "single s": single.seconds,
+            "kinds": {
+                kind: {"unit": acc, "single": accuracy_by_kind(single)[task][kind][0], "rows": n}
+                for kind, (acc, n) in unit_kinds[task].items()
+            },
         }
     return table
 
@@ -58,9 +66,17 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
             f"{task:<10}{row['steps']:>7}{row['unit']:>9.4f}{row['single']:>9.4f}"
             f"{row['unit'] - row['single']:>+14.4f}{row['single params']:>14}"
         )
+    for task, row in table.items():
+        for kind, k in row.get("kinds", {}).items():
+            lines.append(
+                f"  {task + ': ' + kind:<24}{k['unit']:>9.4f}{k['single']:>9.4f}"
+                f"{k['unit'] - k['single']:>+14.4f}"
+            )
     first = next(iter(table.values()))
     alone = sum(r["single params"] for r in table.values())
-    lines.append(f"UniT: {first['unit params']} parameters for all tasks; the single models: {alone} together")
+    lines.append(
+        f"UniT: {first['unit params']} parameters for all tasks; the single models: {alone} together"
+    )
     lines.append(
         f"training time: UniT {first['unit s']:.0f} s, the single models "
         f"{sum(r['single s'] for r in table.values()):.0f} s together (measured in this run)"
@@ -70,7 +86,9 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the command's)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs of every run (default: the command's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the tests' small configuration")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")

@@ -64,7 +64,9 @@ def make_matching_set(scenes: Sequence[Scene], rng: np.random.Generator) -> Matc
     """A match and a mismatch for every scene of ``scenes`` (at least two scenes)."""
     scenes = list(scenes)
     if len(scenes) < 2:
-        raise ValueError(f"scenes: expected at least 2 scenes (a mismatch borrows another's), got {len(scenes)}")
+        raise ValueError(
+            f"scenes: expected at least 2 scenes (a mismatch borrows another's), got {len(scenes)}"
+        )
     rows: list[tuple[int, str, int, str]] = []
     for i, scene in enumerate(scenes):
         truth = caption(scene)

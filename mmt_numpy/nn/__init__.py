@@ -25,6 +25,7 @@ from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
 from mmt_numpy.nn.reader import LongTextReader
 from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
+from mmt_numpy.nn.unit import UniT
 
 __all__ = [
     "Activation",
@@ -56,6 +57,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "UniT",
     "VectorFusion",
     "load",
     "load_config",

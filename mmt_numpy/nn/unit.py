@@ -163,9 +163,7 @@ class TextEncoder(Module):
             d_model, num_heads, d_ff, num_layers, norm_first=True, final_norm=True, dtype=self.dtype, rng=gen
         )
 
-    def forward(
-        self, ids: np.ndarray, keep: np.ndarray | None = None
-    ) -> tuple[np.ndarray, TextEncoderCache]:
+    def forward(self, ids: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, TextEncoderCache]:
         """``ids (B, Lt)``, ``keep (B, 1, 1, Lt)`` key padding or None -> ``(B, Lt, d_model)``, cache."""
         x, c_tokens = self.token_embedding.forward(ids)  # x = E[ids]
         x, c_position = self.position.forward(x)  # x = x + P[:Lt]
@@ -322,7 +320,9 @@ class UniT(Module):
         rng: RngLike = None,
     ) -> None:
         if not isinstance(tasks, Mapping) or not tasks:
-            raise ValueError(f"tasks: expected a non-empty mapping name -> (modality, num_classes), got {tasks!r}")
+            raise ValueError(
+                f"tasks: expected a non-empty mapping name -> (modality, num_classes), got {tasks!r}"
+            )
         self.tasks: dict[str, TaskSpec] = {}
         for name, spec in tasks.items():
             if not isinstance(name, str) or not name.isidentifier():
@@ -343,8 +343,10 @@ class UniT(Module):
             ("video", (video_patch_dim, video_grid, max_frames)),
         ):
             if modality in used and any(v is None for v in needed):
-                names = "image_patch_dim, image_grid" if modality == "image" else (
-                    "video_patch_dim, video_grid, max_frames"
+                names = (
+                    "image_patch_dim, image_grid"
+                    if modality == "image"
+                    else ("video_patch_dim, video_grid, max_frames")
                 )
                 raise ValueError(f"{names}: expected values, since a task reads {modality}; got {needed}")
         sizes = dict(dtype=self.dtype, rng=gen)
@@ -355,8 +357,15 @@ class UniT(Module):
         )
         self.video = (
             VideoEncoder(
-                video_patch_dim, video_grid, max_frames, D, num_heads, d_ff, encoder_layers,
-                attention=video_attention, **sizes,
+                video_patch_dim,
+                video_grid,
+                max_frames,
+                D,
+                num_heads,
+                d_ff,
+                encoder_layers,
+                attention=video_attention,
+                **sizes,
             )  # fmt: skip
             if "video" in used
             else None
@@ -397,7 +406,9 @@ class UniT(Module):
         """The names of the :meth:`parameter_groups` a step on ``task`` sends gradients into."""
         return ("shared", self.spec(task).modality, f"head.{task}")
 
-    def _check(self, task: str, ids: object, visual: object, visual_index: object) -> tuple[TaskSpec, np.ndarray]:
+    def _check(
+        self, task: str, ids: object, visual: object, visual_index: object
+    ) -> tuple[TaskSpec, np.ndarray]:
         spec = self.spec(task)
         int_ids("ids", ids, self.text.token_embedding.num_embeddings, "the text encoder's word table")
         if ids.ndim != 2:
@@ -455,7 +466,9 @@ class UniT(Module):
         flat = v.reshape(v.shape[0], -1, self.d_model)  # (S, Lv, D); token t·N + n is patch n of frame t
         t, c_text = self.text.forward(ids, keep_text)  # (B, Lt, D)
         Lv = flat.shape[1]
-        modality = np.concatenate([np.full(Lv, IMAGE if spec.modality == "image" else VIDEO), np.full(Lt, TEXT)])
+        modality = np.concatenate(
+            [np.full(Lv, IMAGE if spec.modality == "image" else VIDEO), np.full(Lt, TEXT)]
+        )
         memory, c_types = self.types.forward(np.concatenate([flat[index], t], axis=1), modality)
         memory_mask = None
         if keep_text is not None:  # the visual tokens are all real; the text's padding is not a key
@@ -505,7 +518,9 @@ class UniT(Module):
         spec = self.tasks[cache.task]
         B = len(cache.visual_index)
         grad_output(d_logits, (B, spec.num_classes), self.dtype, "d_logits")
-        d_memory, *d_summary = self.decode_backward(d_logits, cache.decode)  # logits = decode(memory, t[:, 0])
+        d_memory, *d_summary = self.decode_backward(
+            d_logits, cache.decode
+        )  # logits = decode(memory, t[:, 0])
         (d_memory,) = self.types.backward(d_memory, cache.types)  # memory = type([v[index] ; t])
         S, Lv = cache.visual_shape[0], int(np.prod(cache.visual_shape[1:-1]))
         d_text = d_memory[:, Lv:].copy()
@@ -534,7 +549,11 @@ class UniT(Module):
             if not isinstance(batch, TaskBatch):
                 raise TypeError(f"batches[{task!r}]: expected a TaskBatch, got {type(batch).__name__}")
             logits, cache = self.forward(
-                batch.ids, batch.visual, task=task, text_lengths=batch.lengths, visual_index=batch.visual_index
+                batch.ids,
+                batch.visual,
+                task=task,
+                text_lengths=batch.lengths,
+                visual_index=batch.visual_index,
             )
             loss, loss_cache = ops.cross_entropy_forward(logits, batch.targets)
             self.backward(ops.cross_entropy_backward(1.0, loss_cache), cache)

@@ -42,6 +42,7 @@ from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.nn.unit import TaskBatch, UniT
 from mmt_numpy.optim import Adam
 from mmt_numpy.tasks.video import apply_options, one_blas_thread
+from mmt_numpy.validate import non_negative_int
 
 DEFAULT_EPOCHS = 25
 TASK_NAMES = ("vqa", "video_qa", "itm")
@@ -97,7 +98,7 @@ QUICK = dict(
 def make_config(epochs: int | None = None, seed: int = 0, **options: object) -> UniTConfig:
     """The run's :class:`UniTConfig`: the defaults, ``quick=True``'s small sizes, then the options
     by name (:func:`mmt_numpy.tasks.video.apply_options`); every value checked here."""
-    config = UniTConfig(seed=seed)
+    config = UniTConfig(seed=non_negative_int("seed", seed))
     apply_options(config, QUICK, epochs, options, "unit")
     config.task_list()
     if config.schedule not in SCHEDULES:
@@ -198,7 +199,11 @@ def load_data(config: UniTConfig) -> UniTData:
 
 def build_model(config: UniTConfig) -> UniT:
     """The (seeded) UniT of ``config``'s tasks and sizes."""
-    specs = {"vqa": ("image", len(data.ANSWERS)), "video_qa": ("video", len(vdata.VIDEO_ANSWERS)), "itm": ("image", 2)}
+    specs = {
+        "vqa": ("image", len(data.ANSWERS)),
+        "video_qa": ("video", len(vdata.VIDEO_ANSWERS)),
+        "itm": ("image", 2),
+    }
     tasks = {t: specs[t] for t in config.task_list()}
     cell = vdata.CELL
     return UniT(
@@ -292,7 +297,10 @@ def train_unit(config: UniTConfig, log: Callable[[str], None] = print) -> UniTRe
                 acc = accuracy(model, t, sets.test[t])
                 result.test_accuracy[t].append(acc)
                 parts.append(f"{t} {acc:.4f}")
-            log(f"epoch {epoch:>3}  test accuracy: {'  '.join(parts)}  time {time.perf_counter() - start:.1f}s")
+            log(
+                f"epoch {epoch:>3}  test accuracy: {'  '.join(parts)}  "
+                f"time {time.perf_counter() - start:.1f}s"
+            )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -300,7 +308,7 @@ def train_unit(config: UniTConfig, log: Callable[[str], None] = print) -> UniTRe
 def accuracy_by_kind(result: UniTResult) -> dict[str, dict[str, tuple[float, int]]]:
     """Per task, test accuracy per kind of row: ``{task: {kind: (accuracy, rows)}}``.
 
-    vqa: colour / yes-no (left of); video_qa: the frame kinds; itm: match / other scene /
+    vqa: colour / left of; video_qa: the frame kinds; itm: match / other scene /
     colour changed.
     """
     model, sets, out = result.model, result.data, {}
@@ -308,13 +316,18 @@ def accuracy_by_kind(result: UniTResult) -> dict[str, dict[str, tuple[float, int
         preds, targets = predict(model, task, rows)
         right = preds == targets
         if task == "vqa":
-            kinds = np.array([data.question_type(data.ANSWERS[a]) for a in targets])
-            names = ("colour", "yes/no")
+            # a yes/no answer is a "left of" question here (the toy scenes ask no other yes/no)
+            kinds = np.array(
+                ["left of" if data.question_type(data.ANSWERS[a]) == "yes/no" else "colour" for a in targets]
+            )
+            names = ("colour", "left of")
         elif task == "itm":
             kinds, names = sets.itm_test.kinds, MATCH_KINDS
         else:
             kinds, names = sets.video_test.kinds[rows.rows], FRAME_KINDS
-        out[task] = {k: (float(right[kinds == k].mean()), int((kinds == k).sum())) for k in names if (kinds == k).any()}
+        out[task] = {
+            k: (float(right[kinds == k].mean()), int((kinds == k).sum())) for k in names if (kinds == k).any()
+        }
     return out
 
 
@@ -332,11 +345,15 @@ def save_artifacts(result: UniTResult, out: Path) -> list[Path]:
     ax_loss, ax_acc = fig.subplots(1, 2)
     for task, losses in result.step_losses.items():
         ax_loss.plot(losses, lw=0.6, label=task)
-    ax_loss.set(xlabel="step of that task", ylabel="cross-entropy", title="training loss per task", yscale="log")
+    ax_loss.set(
+        xlabel="step of that task", ylabel="cross-entropy", title="training loss per task", yscale="log"
+    )
     ax_loss.legend(fontsize=8)
     for task, acc in result.test_accuracy.items():
         ax_acc.plot(np.arange(1, len(acc) + 1), acc, "o-", ms=3, label=task)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="one set of weights, three tasks", ylim=(0, 1.02))
+    ax_acc.set(
+        xlabel="epoch", ylabel="test accuracy", title="one set of weights, three tasks", ylim=(0, 1.02)
+    )
     ax_acc.legend(fontsize=8)
     fig.savefig(written[1], dpi=110)
     return written
