@@ -131,6 +131,12 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, m
     assert not (tmp_path / "run").exists()
 
 
+def test_the_paper_s_decoder_input_is_an_option():
+    config = task.make_config(1, quick=True, queries_read_text=False)
+    assert task.build_model(config).queries_read_text is False
+    assert task.build_model(task.make_config(1, quick=True)).queries_read_text is True
+
+
 def test_a_mixed_schedule_trains_every_task_each_step():
     result = task.train_unit(task.make_config(1, quick=True, schedule="mixed"), log=lambda line: None)
     assert all(len(v) == task.QUICK["steps_per_epoch"] for v in result.step_losses.values())

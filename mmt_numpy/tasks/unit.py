@@ -56,6 +56,8 @@ class UniTConfig:
     """Everything that decides a run (the defaults are the command's).
 
     ``tasks`` is a comma-separated subset of :data:`TASK_NAMES` (one name: a single-task model).
+    ``queries_read_text=False`` gives the decoder the task queries alone, as the UniT paper
+    (:class:`~mmt_numpy.nn.unit.UniT`).
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -76,6 +78,7 @@ class UniTConfig:
     encoder_layers: int = 1
     decoder_layers: int = 2
     num_queries: int = 4
+    queries_read_text: bool = True
     dtype: str = "float32"
 
     def task_list(self) -> tuple[str, ...]:
@@ -221,6 +224,7 @@ def build_model(config: UniTConfig) -> UniT:
         encoder_layers=config.encoder_layers,
         decoder_layers=config.decoder_layers,
         num_queries=config.num_queries,
+        queries_read_text=config.queries_read_text,
         dtype=as_float_dtype(config.dtype),
         rng=config.seed,
     )
