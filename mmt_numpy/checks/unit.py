@@ -22,6 +22,7 @@ from mmt_numpy.checks import Case, randn, randomize
 from mmt_numpy.gradcheck import GradcheckReport, check_module
 from mmt_numpy.nn.module import Module
 from mmt_numpy.nn.unit import TaskHead, UniT, UniTCache
+from mmt_numpy.validate import grad_output
 
 ORDER = 55
 
@@ -61,6 +62,12 @@ class MixedStep(Module):
         return (a, b), MixedStepCache(ca, cb)
 
     def backward(self, d_out: tuple[np.ndarray, np.ndarray], cache: MixedStepCache) -> tuple[np.ndarray, ...]:
+        if not isinstance(d_out, tuple) or len(d_out) != 2:
+            raise TypeError(f"d_out: expected a pair (d_pictures, d_clips), got {type(d_out).__name__}")
+        for d, c, name in zip(d_out, cache, ("d_out[0]", "d_out[1]"), strict=True):  # both before either adds
+            grad_output(
+                d, (len(c.visual_index), self.model.tasks[c.task].num_classes), self.model.dtype, name
+            )
         (d_pictures,) = self.model.backward(d_out[0], cache.pictures)
         (d_clips,) = self.model.backward(d_out[1], cache.clips)  # adds on top: the shared parts sum
         return d_pictures, d_clips
