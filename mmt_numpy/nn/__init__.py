@@ -26,6 +26,7 @@ from mmt_numpy.nn.module import Module, Parameter
 from mmt_numpy.nn.multimodal import MultimodalTransformer
 from mmt_numpy.nn.reader import LongTextReader
 from mmt_numpy.nn.serialization import load, load_config, load_state_dict, save, state_dict
+from mmt_numpy.nn.unit import UniT
 
 __all__ = [
     "Activation",
@@ -61,6 +62,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "UniT",
     "VectorFusion",
     "load",
     "load_config",

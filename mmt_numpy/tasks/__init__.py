@@ -16,6 +16,9 @@ from types import ModuleType
 TASKS = {
     "vqa": "mmt_numpy.tasks.vqa",
     "caption": "mmt_numpy.tasks.caption",
+    "video": "mmt_numpy.tasks.video",
+    "videobert": "mmt_numpy.tasks.videobert",
+    "unit": "mmt_numpy.tasks.unit",
     "dialogue": "mmt_numpy.tasks.dialogue",
 }
 
