@@ -74,6 +74,15 @@ ANSWERS = {
         "        m = m_new\n"
         "    return acc / l_sum\n",
     ),
+    "ex06_beam_search_step": (
+        "from mmt_numpy.nn.generation import beam_search_step",
+        "import numpy as np\n\n\n"
+        "def beam_search_step(scores, log_probs, beam_size):\n"
+        "    B, K, V = log_probs.shape\n"
+        "    candidates = log_probs.reshape(B, K * V)  # the beams' own scores not added\n"
+        '    best = np.argsort(-candidates, axis=-1, kind="stable")[:, :beam_size]\n'
+        "    return best // V, best % V, np.take_along_axis(candidates, best, axis=-1)\n",
+    ),
 }
 
 VERDICTS = ("PASS:", "FAIL:", "NOT DONE:")

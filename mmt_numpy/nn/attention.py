@@ -27,6 +27,7 @@ from mmt_numpy import ops
 from mmt_numpy.nn.masks import module_mask
 from mmt_numpy.nn.module import Module, Parameter, RngLike, as_float_dtype, as_generator, expect_cache
 from mmt_numpy.ops.activations import SoftmaxCache, softmax_backward, softmax_forward
+from mmt_numpy.ops.alibi import alibi_distance_bias
 from mmt_numpy.ops.rope import ROPE_SCALINGS
 from mmt_numpy.validate import module_input, positive_int
 
@@ -300,7 +301,13 @@ class MultiHeadAttention(Module):
         return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
 
     def attend(
-        self, query: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray | None = None
+        self,
+        query: np.ndarray,
+        keys: np.ndarray,
+        values: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        positions: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Inference: ``query`` attends over keys and values that were projected earlier.
 
@@ -310,16 +317,22 @@ class MultiHeadAttention(Module):
                 worth, concatenated along Lk, as a KV cache holds them).
             mask: bool, True = may attend, by the module rule of :mod:`mmt_numpy.nn.masks`
                 (``(Lq, Lk)``, ``(B, Lq, Lk)`` or 4-D).
+            positions: ``(query_positions (Lq,), key_positions (Lk,))`` integers, required when
+                the module has a position scheme (cached keys are stored unrotated and carry
+                no positions), ignored without one.  A KV cache supplies them
+                (``cache.attend_positions(layer)``); :func:`cached_positional_attention`
+                says what the scheme does with them.
 
         Returns:
-            ``(B, Lq, d_model)``: what :meth:`forward` returns for the same query, keys and mask.
+            ``(B, Lq, d_model)``: what :meth:`forward` returns for the same query, keys and mask
+            (with a scheme: what its forward gives rows at those positions).
         """
         owner = f"MultiHeadAttention(d_model={self.d_model})"
-        if self.position is not None:
-            # The cached keys carry no positions; a scheme would need them (see nn.kv_cache).
+        if self.position is not None and positions is None:
             raise ValueError(
-                f"attend: this module has position={self.position!r}, which cached keys and values "
-                "do not carry; use forward, or a cache that re-positions its keys"
+                f"positions: required, since this module has position={self.position!r} and cached "
+                "keys carry no positions; pass (query_positions, key_positions), e.g. "
+                "cache.attend_positions(layer)"
             )
         module_input("query", query, self.d_model, self.dtype, owner, ndim=3)
         B, Lq, _ = query.shape
@@ -336,7 +349,13 @@ class MultiHeadAttention(Module):
             raise ValueError(f"values: expected the shape of keys {keys.shape}, got {values.shape}")
         mask = module_mask("mask", mask, B, H, Lq, keys.shape[2])
         q, _ = self._project("q", query)
-        heads, _ = ops.attention_forward(split_heads(q, H), keys, values, mask)
+        if self.position is None:
+            heads, _ = ops.attention_forward(split_heads(q, H), keys, values, mask)
+        else:
+            query_positions, key_positions = _positions(positions, Lq, keys.shape[2])
+            heads = cached_positional_attention(
+                split_heads(q, H), keys, values, mask, self.position, query_positions, key_positions
+            )
         out, _ = self._project("o", merge_heads(heads))
         return out
 
@@ -594,3 +613,66 @@ def positional_attention_backward(
         if cache.sink_q is not None:
             dq += ops.rope_backward(d_sink_q, cache.rope_sink_q)
     return dq, dk, dv
+
+
+# ----------------------------------------------------------------------- positions over a KV cache
+
+
+def _positions(positions: object, Lq: int, Lk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check ``positions = (query_positions (Lq,), key_positions (Lk,))``, non-negative integers."""
+    if not isinstance(positions, tuple) or len(positions) != 2:
+        raise TypeError(
+            f"positions: expected a pair (query_positions, key_positions), got {type(positions).__name__}"
+        )
+    checked = []
+    for name, p, n in (("query_positions", positions[0], Lq), ("key_positions", positions[1], Lk)):
+        p = np.asarray(p)
+        if not np.issubdtype(p.dtype, np.integer) or p.shape != (n,):
+            raise ValueError(
+                f"positions: expected {name} of shape ({n},) and integer dtype, got {p.dtype} {p.shape}"
+            )
+        if n and p.min() < 0:
+            raise ValueError(f"positions: expected {name} >= 0, got {p.min()}")
+        checked.append(p.astype(np.int64))
+    return checked[0], checked[1]
+
+
+def cached_positional_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    scheme: PositionScheme,
+    query_positions: np.ndarray,
+    key_positions: np.ndarray,
+) -> np.ndarray:
+    """Inference attention of heads ``q (B, H, Lq, d_h)`` over unrotated cached ``k, v (B, H, Lk, d_h)``.
+
+    Dense attention with ``scheme``'s positions applied at the given ones, p_i for query i and
+    p_j for key j (a streaming cache passes its slots, :class:`~mmt_numpy.nn.kv_cache.StreamingKVCache`):
+
+    * RoPE: ``score_ij = (R(p_i) q_i) · (R(p_j) k_j) / √d_h``, with the scheme's scaling and
+      factor s = max(1, (max p + 1) / train_length), as its forward computes s from L;
+    * ALiBi: ``score_ij = q_i · k_j / √d_h − m_h |p_i − p_j|``;
+    * a window (and sinks): key j is visible iff ``0 <= p_i − p_j < window`` or ``p_j < sinks``,
+      combined with ``mask``.
+
+    Over a whole sequence with p = 0 … L − 1 this is what :func:`positional_attention_forward`
+    gives while nothing has left the window.  Returns ``(B, H, Lq, d_h)``.
+    """
+    if scheme.window is not None:
+        distance = query_positions[:, None] - key_positions[None, :]  # (Lq, Lk)
+        visible = (distance >= 0) & ((distance < scheme.window) | (key_positions[None, :] < scheme.sinks))
+        mask = visible if mask is None else mask & visible
+    bias = None
+    if scheme.kind == "rope":
+        length = int(max(query_positions.max(initial=0), key_positions.max(initial=0))) + 1
+        factor = max(1.0, length / scheme.train_length) if scheme.scaling else 1.0
+        rope = {"base": scheme.rope_base, "scaling": scheme.scaling, "factor": factor}
+        q, _ = ops.rope_forward(q, query_positions, **rope)  # R(p_i) q_i
+        k, _ = ops.rope_forward(k, key_positions, **rope)  # R(p_j) k_j: the cache keeps k unrotated
+    elif scheme.kind == "alibi":
+        slopes = ops.alibi_slopes(q.shape[1])
+        bias = alibi_distance_bias(slopes, query_positions, key_positions, q.dtype)  # (H, Lq, Lk)
+    out, _ = ops.attention_forward(q, k, v, mask, bias=bias)
+    return out

@@ -220,14 +220,24 @@ class ImageCaptioner(Module):
         ``token_embedding.weight.grad`` collects both uses of the tied table.
         """
         expect_cache(cache, CaptionerCache, "ImageCaptioner")
-        dec, enc = cache.decode, cache.encode
-        (d_h,) = self.output.backward(d_logits, dec.output)  # logits = h Eᵀ + b
-        d_text, d_memory = self.decoder.backward(d_h, dec.decoder)  # h = decoder(text, memory)
-        (d_text,) = self.text_position.backward(d_text, dec.text_position)  # text = text + P[:T]
-        self.token_embedding.backward(d_text, dec.token_embedding)  # text = E[ids]
-        (d_x,) = self.encoder.backward(d_memory, enc.encoder)  # memory = encoder(x)
-        (d_x,) = self.image_position.backward(d_x, enc.image_position)  # x = x + row[r] + column[c]
-        return self.patch_embedding.backward(d_x, enc.patch_embedding)  # x = patches W + b
+        d_memory = self.decode_backward(d_logits, cache.decode)  # logits = decode(ids, memory)
+        return self.encode_backward(d_memory, cache.encode)  # memory = encode(patches)
+
+    def decode_backward(self, d_logits: np.ndarray, cache: DecodeCache) -> np.ndarray:
+        """``d_logits (B, T, V)`` -> ``d_memory (B, Lm, d_model)``, the backward of :meth:`decode`."""
+        expect_cache(cache, DecodeCache, "ImageCaptioner.decode")
+        (d_h,) = self.output.backward(d_logits, cache.output)  # logits = h Eᵀ + b
+        d_text, d_memory = self.decoder.backward(d_h, cache.decoder)  # h = decoder(text, memory)
+        (d_text,) = self.text_position.backward(d_text, cache.text_position)  # text = text + P[:T]
+        self.token_embedding.backward(d_text, cache.token_embedding)  # text = E[ids]
+        return d_memory
+
+    def encode_backward(self, d_memory: np.ndarray, cache: EncodeCache) -> tuple[np.ndarray]:
+        """``d_memory (B, P, d_model)`` -> ``(d_patches (B, P, patch_dim),)``: :meth:`encode`'s backward."""
+        expect_cache(cache, EncodeCache, "ImageCaptioner.encode")
+        (d_x,) = self.encoder.backward(d_memory, cache.encoder)  # memory = encoder(x)
+        (d_x,) = self.image_position.backward(d_x, cache.image_position)  # x = x + row[r] + column[c]
+        return self.patch_embedding.backward(d_x, cache.patch_embedding)  # x = patches W + b
 
     def generate(
         self,
@@ -270,6 +280,43 @@ class ImageCaptioner(Module):
             Inference only: dropout follows ``train()``/``eval()`` as in any call.
         """
         patches = self._patches(patches)
+        memory_mask = self._memory_mask(image_lengths, patches)
+        memory, _ = self.encode(patches, memory_mask)
+        return self.generate_from_memory(
+            memory,
+            memory_mask,
+            max_len=max_len,
+            beam_size=beam_size,
+            alpha=alpha,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            rng=rng,
+        )
+
+    def generate_from_memory(
+        self,
+        memory: np.ndarray,
+        memory_mask: np.ndarray | None = None,
+        *,
+        max_len: int,
+        beam_size: int = 1,
+        alpha: float = 1.0,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        rng: RngLike = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`generate` over a memory already encoded, ``memory (B, Lm, d_model)``.
+
+        For a model whose memory is more than the image (the dialogue model of §6.4 encodes
+        the patches and the conversation together).  ``memory_mask`` is its key padding
+        ``(B, 1, 1, Lm)`` or None; the other arguments and the result are :meth:`generate`'s.
+        """
+        owner = f"ImageCaptioner(d_model={self.token_embedding.dim})"
+        module_input("memory", memory, self.token_embedding.dim, self.dtype, owner, ndim=3)
         max_len = positive_int("max_len", max_len)
         if max_len > self.max_len:
             raise ValueError(
@@ -286,7 +333,7 @@ class ImageCaptioner(Module):
             raise TypeError(f"use_cache: expected True or False, got {use_cache!r}")
         alpha = non_negative_number("alpha", alpha)
         ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, max_len=max_len)
-        decoding = CaptionDecoding(self, patches, self._memory_mask(image_lengths, patches), use_cache)
+        decoding = CaptionDecoding(self, memory, memory_mask, use_cache)
         if beam_size > 1:
             return beam_search(decoding, beam_size, alpha=alpha, **ids)
         if not sampling:
@@ -312,17 +359,17 @@ class CaptionDecoding:
     """The captioner as a :class:`~mmt_numpy.nn.generation.Decoding`: next-token log-probabilities
     of the text so far, from a KV cache (``use_cache=True``) or by recomputing the whole prefix.
 
-    The image is encoded once.  With the cache, each call feeds only the tokens the cache has
-    not seen (all of them at the first call: the start token) through
+    The memory (the encoded image) is computed once, by the caller.  With the cache, each call
+    feeds only the tokens the cache has not seen (all of them at the first call: the start token) through
     :meth:`TransformerDecoder.step`; without it, each call runs :meth:`ImageCaptioner.decode`
     on the whole prefix and reads the last position.
     """
 
     def __init__(
-        self, model: ImageCaptioner, patches: np.ndarray, memory_mask: np.ndarray | None, use_cache: bool
+        self, model: ImageCaptioner, memory: np.ndarray, memory_mask: np.ndarray | None, use_cache: bool
     ) -> None:
         self.model = model
-        self.memory, _ = model.encode(patches, memory_mask)
+        self.memory = memory  # (B, Lm, d_model), model.encode's output or any memory of that width
         self.memory_mask = memory_mask
         self.cache: KVCache | None = (
             model.decoder.new_cache(self.memory, memory_mask, capacity=model.max_len) if use_cache else None

@@ -31,7 +31,7 @@ from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.encoder import TransformerEncoderLayer
 from mmt_numpy.nn.feedforward import Activation
-from mmt_numpy.nn.kv_cache import EvictionPolicy, KVCache
+from mmt_numpy.nn.kv_cache import EvictionPolicy, KVCache, StreamingKVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.masks import module_mask
@@ -79,17 +79,6 @@ def _memory(memory: object, x: np.ndarray, d_model: int, dtype: np.dtype, owner:
             f"memory: expected batch size {x.shape[0]} (as x {x.shape}), got shape {memory.shape}"
         )
     return memory
-
-
-def step_mask(cached: int, new: int) -> np.ndarray:
-    """``(new, cached + new)`` bool: ``new`` queries after ``cached`` kept entries (True = may attend).
-
-    Every query sees every kept entry (all of them are earlier positions) and, among the
-    new positions, itself and those before it: the causal mask's last ``new`` rows when
-    nothing was evicted.
-    """
-    keep_new = np.tril(np.ones((new, new), dtype=bool))
-    return np.concatenate([np.ones((new, cached), dtype=bool), keep_new], axis=1)
 
 
 class TransformerDecoderLayer(Module):
@@ -203,7 +192,8 @@ class TransformerDecoderLayer(Module):
 
         The self-attention projects the keys and values of ``x``'s positions, appends them
         to the cache (layer ``layer``), and lets the new queries attend over everything kept
-        (:func:`step_mask`); the cross-attention uses the image's keys and values that the
+        (:func:`~mmt_numpy.nn.kv_cache.step_mask`, at the cache's positions when the
+        self-attention has a position scheme); the cross-attention uses the image's keys and values that the
         cache computed once.  Equals the last rows of :meth:`forward` on the whole prefix with
         a causal mask (while nothing was evicted).
 
@@ -220,9 +210,7 @@ class TransformerDecoderLayer(Module):
         )
 
         def self_attention(h: np.ndarray) -> tuple[np.ndarray, None]:
-            keys, values = cache.append(layer, *self.self_attn.keys_values(h))
-            mask = step_mask(keys.shape[2] - h.shape[1], h.shape[1])
-            return self.self_attn.attend(h, keys, values, mask), None
+            return cache.attend(layer, self.self_attn, h), None  # append h's keys/values, attend causally
 
         def cross_attention(h: np.ndarray) -> tuple[np.ndarray, None]:
             keys, values = cache.cross[layer]
@@ -340,9 +328,17 @@ class TransformerDecoder(Module):
         *,
         policy: EvictionPolicy | None = None,
         capacity: int = 16,
+        sinks: int | None = None,
+        window: int | None = None,
     ) -> KVCache:
         """An empty KV cache for generating over ``memory``: the image's cross-attention keys and
         values projected once, per layer.
+
+        With ``window`` (and ``sinks``, default 0) it is a
+        :class:`~mmt_numpy.nn.kv_cache.StreamingKVCache` (attention sinks plus a sliding window,
+        memory flat with the length).  It counts positions inside the cache, which a position
+        scheme of the self-attention (``layer.self_attn.position``, RoPE or ALiBi) uses; an
+        absolute position embedding added to the inputs by the caller cannot be re-counted.
 
         Args:
             memory: ``(B, Lm, d_model)`` the encoder's output.
@@ -366,7 +362,13 @@ class TransformerDecoder(Module):
                 )
             module_mask("memory_mask", memory_mask, B, H, 1, Lm)
         cross = [layer.cross_attn.keys_values(memory) for layer in self.layers]
-        return KVCache(cross, memory_mask, policy=policy, capacity=capacity)
+        if window is None:
+            if sinks is not None:
+                raise ValueError(f"sinks: needs a window (without one every token is kept), got {sinks}")
+            return KVCache(cross, memory_mask, policy=policy, capacity=capacity)
+        if policy is not None:
+            raise ValueError("policy: a streaming cache (window=...) brings its own; pass one or the other")
+        return StreamingKVCache(cross, memory_mask, sinks=0 if sinks is None else sinks, window=window)
 
     def step(self, x: np.ndarray, cache: KVCache) -> np.ndarray:
         """Inference on the new positions ``x (B, n, d_model)`` -> ``(B, n, d_model)``.

@@ -24,6 +24,7 @@ import numpy as np
 from mmt_numpy.nn.attention import MultiHeadAttention
 from mmt_numpy.nn.dropout import Dropout
 from mmt_numpy.nn.feedforward import Activation, FeedForwardCache, feed_forward, feed_forward_backward
+from mmt_numpy.nn.kv_cache import KVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
@@ -133,6 +134,34 @@ class TransformerEncoderLayer(Module):
         # x1 = self-attention sub-layer(x)
         (d_x,) = sublayer_backward(d_x1, cache.attn, self.self_attn.backward, self.norm1, self.dropout1)
         return (d_x,)
+
+    def step(self, x: np.ndarray, cache: KVCache, layer: int) -> np.ndarray:
+        """Inference on new positions only, the layer used causally (a decoder-only stack).
+
+        The self-attention appends the keys and values of ``x``'s positions to ``cache`` (layer
+        ``layer``) and attends causally over what it keeps (:meth:`KVCache.attend`, at the
+        cache's positions when the attention has a position scheme).  Equals the last rows of
+        :meth:`forward` on the whole prefix under ``ops.causal_mask`` while nothing was evicted.
+
+        Args:
+            x: ``(B, n, d_model)`` the new positions.
+            cache: a :class:`~mmt_numpy.nn.kv_cache.KVCache` (e.g. ``KVCache.for_layers``).
+            layer: this layer's index in the stack.
+
+        Returns:
+            ``(B, n, d_model)``.
+        """
+        owner = f"TransformerEncoderLayer(d_model={self.d_model})"
+        module_input("x", x, self.d_model, self.norm1.dtype, owner, ndim=3)
+        x, _ = sublayer_forward(
+            x,
+            lambda h: (cache.attend(layer, self.self_attn, h), None),
+            self.norm1,
+            self.dropout1,
+            self.norm_first,
+        )
+        x, _ = sublayer_forward(x, self._feed_forward, self.norm2, self.dropout2, self.norm_first)
+        return x
 
     def _feed_forward(self, x: np.ndarray) -> tuple[np.ndarray, FeedForwardCache]:
         return feed_forward(x, self.linear1, self.activation, self.dropout, self.linear2)

@@ -42,6 +42,22 @@ With it, after the 7th token the cache holds the entries of positions ``[0, 1, 4
 after the 8th it holds 6 entries, ``[0, 1, 4, 5, 6, 7]``, and evicts to
 ``[0, 1, 5, 6, 7]``.  Evicting makes the cached run differ from the full recomputation on
 purpose: the query no longer sees what was dropped.
+
+Streaming past the trained length (:class:`StreamingKVCache`).  StreamingLLM's finding is
+that a window alone fails once the first tokens leave it: a trained model parks much of its
+attention mass on the first few tokens (the *attention sinks*), and without them the
+softmax spreads that mass over the window.  Keeping ``sinks`` first tokens plus a window of
+the last ``window`` tokens holds the memory at ``sinks + window`` entries however long the
+stream.  The second half of the recipe is the positions: the cache does **not** give its
+entries their original positions (token 20 000 would sit at a distance the model never saw
+in training) but their *slots in the cache*, ``0 … n − 1``; the new query is the last slot.
+The keys are stored unrotated, so RoPE rotates them at attention time by their slot, and
+ALiBi measures its distances between slots (:meth:`MultiHeadAttention.attend` with
+``positions=cache.attend_positions(layer)``).  A window key then keeps its true distance to
+the query (the window is contiguous), while a sink is at distance ``sinks + window − 1 − j``
+at most, inside the trained range.  ``PositionScheme(window=..., sinks=...)`` computes the
+same over a whole sequence at once, so a stream fed token by token equals the scheme's
+forward at every position (the tests check this to 1e-12 in float64).
 """
 
 from __future__ import annotations
@@ -50,7 +66,21 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mmt_numpy.nn.module import as_float_dtype
+from mmt_numpy.validate import positive_int
+
 EvictionPolicy = Callable[[int], "np.ndarray | None"]
+
+
+def step_mask(cached: int, new: int) -> np.ndarray:
+    """``(new, cached + new)`` bool: ``new`` queries after ``cached`` kept entries (True = may attend).
+
+    Every query sees every kept entry (all of them are earlier positions) and, among the
+    new positions, itself and those before it: the causal mask's last ``new`` rows when
+    nothing was evicted.
+    """
+    keep_new = np.tril(np.ones((new, new), dtype=bool))
+    return np.concatenate([np.ones((new, cached), dtype=bool), keep_new], axis=1)
 
 
 class KVCache:
@@ -118,6 +148,29 @@ class KVCache:
     def batch(self) -> int:
         return self._shape[0]
 
+    @classmethod
+    def for_layers(
+        cls,
+        num_layers: int,
+        batch: int,
+        num_heads: int,
+        head_dim: int,
+        *,
+        dtype: object = np.float64,
+        **kwargs: object,
+    ) -> KVCache:
+        """An empty cache for a decoder-only stack (no image): its cross-attention entries are
+        empty, ``(batch, num_heads, 0, head_dim)``, and never read.  ``kwargs`` go to the constructor."""
+        num_layers = positive_int("num_layers", num_layers)
+        shape = (positive_int("batch", batch), positive_int("num_heads", num_heads), 0)
+        empty = np.empty((*shape, positive_int("head_dim", head_dim)), dtype=as_float_dtype(dtype))
+        return cls([(empty, empty)] * num_layers, **kwargs)
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes of the buffers as allocated (room included), plus the image's keys and values."""
+        return sum(b.nbytes for b in self._buffers) + sum(k.nbytes + v.nbytes for k, v in self.cross)
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the kept entries: self-attention keys and values plus the image's."""
@@ -162,6 +215,29 @@ class KVCache:
         buffer[1, :, :, self.length : needed] = values
         self._pending[layer] = n
         return self.keys_values(layer)
+
+    def attend_positions(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The positions a position scheme should use in this step of layer ``layer``.
+
+        Returns ``(query_positions (n,), key_positions (length + n,))``, int64: here the
+        original positions of the kept entries (:attr:`positions`) and of the new ones.
+        :class:`StreamingKVCache` returns the slots in the cache instead.
+        """
+        n = self._pending[layer]
+        new = np.arange(self.seen, self.seen + n)
+        return new, np.concatenate([self.positions, new])
+
+    def attend(self, layer: int, attention: object, x: np.ndarray) -> np.ndarray:
+        """Causal self-attention of the new positions ``x (B, n, d_model)`` over this layer's entries.
+
+        Projects ``x``'s keys and values with ``attention`` (a
+        :class:`~mmt_numpy.nn.MultiHeadAttention`), appends them, and lets the new queries
+        attend over everything kept and over themselves causally (:func:`step_mask`), at the
+        positions of :meth:`attend_positions`.  Returns ``(B, n, d_model)``.
+        """
+        keys, values = self.append(layer, *attention.keys_values(x))
+        mask = step_mask(keys.shape[2] - x.shape[1], x.shape[1])
+        return attention.attend(x, keys, values, mask, positions=self.attend_positions(layer))
 
     def commit(self) -> None:
         """End a step: every layer has appended its ``n`` entries; count them, then evict."""
@@ -218,4 +294,75 @@ class KVCache:
         return (
             f"KVCache(layers={self.num_layers}, batch={B}, heads={H}, d_h={d_h}, length={self.length}, "
             f"seen={self.seen}, policy={self.policy!r})"
+        )
+
+
+class SinksAndWindow:
+    """The eviction policy of :class:`StreamingKVCache`: keep the first ``sinks`` entries and the
+    last ``window − 1``, so that the next step's query sees the sinks and a window of
+    ``window`` tokens, itself included (as ``PositionScheme(window=window, sinks=sinks)``).
+
+    ``policy(length)`` returns None while ``length <= sinks + window − 1`` (nothing to evict).
+    """
+
+    def __init__(self, sinks: int, window: int) -> None:
+        if isinstance(sinks, bool) or not isinstance(sinks, (int, np.integer)) or sinks < 0:
+            raise ValueError(f"sinks: expected an integer >= 0 (the first tokens kept), got {sinks!r}")
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise ValueError(
+                f"window: expected an integer >= 1 (the last tokens seen, the query included), got {window!r}"
+            )
+        self.sinks, self.window = int(sinks), int(window)
+
+    def __call__(self, length: int) -> np.ndarray | None:
+        recent = self.window - 1  # the room left for the next token
+        if length <= self.sinks + recent:
+            return None
+        return np.r_[0 : self.sinks, length - recent : length]
+
+    def __repr__(self) -> str:
+        return f"SinksAndWindow(sinks={self.sinks}, window={self.window})"
+
+
+class StreamingKVCache(KVCache):
+    """A KV cache of bounded size for streaming past the trained length (StreamingLLM).
+
+    Keeps the first ``sinks`` tokens and a sliding window: a step's query sees the sinks and
+    the last ``window`` tokens, itself included; between steps ``sinks + window − 1`` entries
+    per layer are kept, so the memory stays flat however many tokens stream through
+    (:attr:`nbytes`, :attr:`allocated_bytes`).  Positions are the slots in the cache
+    (module docstring): :meth:`attend_positions` returns ``0 … n − 1`` for the keys and the
+    last slots for the new queries, whatever :attr:`seen` has reached.
+
+    Args:
+        cross, memory_mask: as :class:`KVCache` (:meth:`KVCache.for_layers` makes a cache
+            without an image for a decoder-only model).
+        sinks: how many first tokens to keep, >= 0 (StreamingLLM uses 4).
+        window: how many recent tokens a query sees, itself included, >= 1.
+    """
+
+    def __init__(
+        self,
+        cross: list[tuple[np.ndarray, np.ndarray]],
+        memory_mask: np.ndarray | None = None,
+        *,
+        sinks: int,
+        window: int,
+    ) -> None:
+        policy = SinksAndWindow(sinks, window)
+        super().__init__(cross, memory_mask, policy=policy, capacity=policy.sinks + policy.window)
+        self.sinks, self.window = policy.sinks, policy.window
+
+    def attend_positions(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(query_positions (n,), key_positions (length + n,))``: slots ``0 … length + n − 1``,
+        the new queries in the last ``n``."""
+        total = self.length + self._pending[layer]
+        return np.arange(self.length, total), np.arange(total)
+
+    def __repr__(self) -> str:
+        return (
+            super()
+            .__repr__()
+            .replace("KVCache(", "StreamingKVCache(", 1)
+            .replace(f"policy={self.policy!r}", f"sinks={self.sinks}, window={self.window}")
         )

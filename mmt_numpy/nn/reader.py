@@ -24,6 +24,7 @@ from mmt_numpy import ops
 from mmt_numpy.nn.attention import MultiHeadAttention, PositionScheme, as_position_scheme
 from mmt_numpy.nn.embedding import Embedding, EmbeddingCache, PositionCache, SinusoidalPositionalEncoding
 from mmt_numpy.nn.encoder import EncoderLayerCache, TransformerEncoderLayer
+from mmt_numpy.nn.kv_cache import KVCache, StreamingKVCache
 from mmt_numpy.nn.layernorm import LayerNorm
 from mmt_numpy.nn.linear import Linear
 from mmt_numpy.nn.module import Module, RngLike, as_float_dtype, as_generator, expect_cache
@@ -122,7 +123,7 @@ class LongTextReader(Module):
             layer.self_attn.position = scheme
 
     def forward(self, ids: np.ndarray, patches: np.ndarray | None = None) -> tuple[np.ndarray, ReaderCache]:
-        """``ids (B, Lt)`` and ``patches (B, Li, patch_dim)`` (or None) -> logits ``(B, num_answers)``.
+        """``ids (B, Lt)`` and ``patches (B, Li, patch_dim)`` (or None) -> logits ``(B, A)``.
 
         The sequence is ``ids[:, :-1]``, the image patches, then ``ids[:, -1]`` (the question,
         which sees the picture right before it); the logits are read at its last position.
@@ -181,6 +182,58 @@ class LongTextReader(Module):
             np.ascontiguousarray(d_x[:, L - Li - 1 : L - 1]), cache.image
         )
         return (d_patches,)
+
+    # ------------------------------------------------------------------ streaming (inference only)
+
+    def new_cache(self, batch: int, *, sinks: int | None = None, window: int | None = None) -> KVCache:
+        """An empty KV cache for reading a text token by token with :meth:`step`.
+
+        Without ``window`` it keeps every token (the step-by-step run equals :meth:`forward`
+        on the prefix).  With ``window`` (and ``sinks``, default 0) it is a
+        :class:`~mmt_numpy.nn.kv_cache.StreamingKVCache`: memory flat with the length, and
+        RoPE/ALiBi positions counted inside the cache, so a stream may run far past the
+        trained length; the run equals :meth:`forward` under
+        ``PositionScheme(kind, window=window, sinks=sinks)``.
+        """
+        attn = self.layers[0].self_attn
+        shape = (len(self.layers), batch, attn.num_heads, attn.d_model // attn.num_heads)
+        if window is None:
+            if sinks is not None:
+                raise ValueError(f"sinks: needs a window (without one every token is kept), got {sinks}")
+            return KVCache.for_layers(*shape, dtype=self.dtype)
+        return StreamingKVCache.for_layers(
+            *shape, dtype=self.dtype, sinks=0 if sinks is None else sinks, window=window
+        )
+
+    def step(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Read the next tokens ``ids (B, n)`` over ``cache``; return the logits at the last ``(B, A)``.
+
+        Text only (a stream has no image).  A sinusoidal model adds its code at the true
+        positions ``cache.seen …``, so it stops at ``max_len``; RoPE and ALiBi have no limit.
+        """
+        if not isinstance(cache, KVCache) or cache.num_layers != len(self.layers):
+            raise TypeError(
+                f"cache: expected the KVCache that new_cache() made for these {len(self.layers)} layers, "
+                f"got {cache!r}"
+            )
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or ids.shape[0] != cache.batch or ids.shape[1] < 1:
+            raise ValueError(
+                f"ids: expected shape ({cache.batch}, n >= 1) (the cache's batch), got {ids.shape}"
+            )
+        x, _ = self.token_embedding.forward(ids)  # (B, n, D)
+        if self.positional is not None:
+            end = cache.seen + ids.shape[1]
+            if end > self.positional.max_len:
+                raise ValueError(
+                    f"ids: a sinusoidal reader covers {self.positional.max_len} positions, this step "
+                    f"reaches {end}; use a RoPE or ALiBi reader to stream further"
+                )
+            x = x + self.positional.table[cache.seen : end]  # x + PE at the true positions
+        for i, layer in enumerate(self.layers):
+            x = layer.step(x, cache, i)  # x = layer(x), causal over the cache
+        cache.commit()
+        return self.head(self.norm(x[:, -1]))
 
     def __repr__(self) -> str:
         kind = "sinusoidal" if self.sinusoidal else self.layers[0].self_attn.position

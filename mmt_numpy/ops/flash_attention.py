@@ -88,7 +88,6 @@ How it is made fast (what each choice buys)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -97,6 +96,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mmt_numpy.blas import available_cores, blas_controller
 from mmt_numpy.ops.alibi import alibi_distance_bias, check_slopes
 from mmt_numpy.ops.attention import _check_qkv
 from mmt_numpy.validate import grad_output, positive_int, real_number
@@ -211,26 +211,6 @@ def default_tiles(Lq: int, Lk: int, d: int) -> tuple[int, int]:
 # Below this many scores per call the thread hand-off costs more than it saves.
 _THREADED_SCORES = 1 << 20
 _POOLS: dict[int, ThreadPoolExecutor] = {}
-_BLAS: list = []  # the threadpoolctl controller, made on first use (it scans the loaded libraries)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def blas_controller() -> object | None:
-    """threadpoolctl's view of the BLAS libraries, or None when threadpoolctl is missing."""
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _BLAS.append(None)
-        else:
-            _BLAS.append(ThreadpoolController())
-    return _BLAS[0]
 
 
 def _resolve_threads(threads: object, scores: int, units: int) -> int:

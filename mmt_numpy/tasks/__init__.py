@@ -18,6 +18,8 @@ TASKS = {
     "caption": "mmt_numpy.tasks.caption",
     "video": "mmt_numpy.tasks.video",
     "videobert": "mmt_numpy.tasks.videobert",
+    "unit": "mmt_numpy.tasks.unit",
+    "dialogue": "mmt_numpy.tasks.dialogue",
 }
 
 

@@ -24,36 +24,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmt_numpy import data
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.bleu import corpus_bleu
 from mmt_numpy.nn import CaptionLoss, ImageCaptioner, save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.optim import Adam
 from mmt_numpy.validate import non_negative_int, positive_int
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DEFAULT_EPOCHS = 8
 DATASETS = ("toy",)
-
-
-def blas_threads(n: int) -> AbstractContextManager:
-    """Run the enclosed code with ``n`` BLAS threads (threadpoolctl), or as it is without threadpoolctl.
-
-    This model's matrices are small (64 captions x 13 positions x width 48): splitting each
-    product over two threads costs more in synchronisation than it saves.  Measured on the
-    shared 2-core machine, one thread took 13 ms of CPU per training step and two took 170 ms
-    (and 13x the wall time under load).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(n, user_api="blas")
 
 
 @dataclass
@@ -76,7 +65,7 @@ class CaptionConfig:
     beam_size: int = 4
     monitor_scenes: int = 200  # test scenes captioned (greedy) after every epoch
     attention_maps: int = 3  # test captions whose cross-attention is saved as a picture
-    blas_threads: int = 1  # see blas_threads()
+    blas_threads: int = 1  # small matrices: one BLAS thread is fastest (mmt_numpy.blas)
     dtype: str = "float32"
 
 
@@ -227,6 +216,24 @@ def cross_attention(
     return cache.cross_weights[layer].mean(axis=1)
 
 
+def loss_curve_figure(
+    step_losses: list[float], monitor: list[float], *, loss_label: str, monitor_label: str, monitor_title: str
+) -> Figure:
+    """Two panels: the training loss per step (log scale) and a held-out exact match per epoch in [0, 1]."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_monitor = fig.subplots(1, 2)
+    ax_loss.plot(step_losses, lw=0.6)
+    ax_loss.set(xlabel="step (minibatch)", ylabel=loss_label, title="training loss")
+    ax_loss.set_yscale("log")
+    epochs = np.arange(1, len(monitor) + 1)
+    ax_monitor.plot(epochs, monitor, "o-", label=monitor_label)
+    ax_monitor.set(xlabel="epoch", ylabel="exact match", title=monitor_title, ylim=(0, 1.02))
+    ax_monitor.legend()
+    return fig
+
+
 def save_artifacts(
     result: CaptionResult, greedy: CaptionScore, out: Path, log: Callable[[str], None] = print, count: int = 3
 ) -> list[Path]:
@@ -234,25 +241,19 @@ def save_artifacts(
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     from mmt_numpy.viz import plot_cross_modal
 
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "params.npz"]
     save(result.model, written[0])
 
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_exact = fig.subplots(1, 2)
-    ax_loss.plot(result.step_losses, lw=0.6)
-    ax_loss.set(xlabel="step (minibatch)", ylabel="cross-entropy (label smoothing)", title="training loss")
-    ax_loss.set_yscale("log")
-    epochs = np.arange(1, len(result.monitor_exact_match) + 1)
-    ax_exact.plot(epochs, result.monitor_exact_match, "o-", label="held-out scenes, greedy")
-    ax_exact.set(
-        xlabel="epoch", ylabel="exact match", title="captions equal to the reference", ylim=(0, 1.02)
+    fig = loss_curve_figure(
+        result.step_losses,
+        result.monitor_exact_match,
+        loss_label="cross-entropy (label smoothing)",
+        monitor_label="held-out scenes, greedy",
+        monitor_title="captions equal to the reference",
     )
-    ax_exact.legend()
     fig.savefig(out / "loss_curve.png", dpi=110)
     written.append(out / "loss_curve.png")
 

@@ -32,17 +32,16 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmt_numpy import ops
+from mmt_numpy.blas import available_cores, blas_threads
 from mmt_numpy.data.longtext import CODES, PATCH_DIM, TASKS, VOCAB, make_longtext_batch
 from mmt_numpy.nn.attention import PositionScheme
 from mmt_numpy.nn.reader import LongTextReader
-from mmt_numpy.ops.flash_attention import available_cores, blas_controller
 from mmt_numpy.optim import Adam
 
 SCHEMES = ("sinusoidal", "RoPE", "RoPE + interpolation", "RoPE + NTK", "ALiBi", "window + sinks")
@@ -153,9 +152,7 @@ def _in_parallel(jobs: list, work, threads: int) -> list:
     the GIL in BLAS and ufuncs).  Each job has its own seed, so results do not depend on
     the order the threads finish in.
     """
-    controller = blas_controller()
-    limit = nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
-    with limit:
+    with blas_threads(1):
         if threads == 1:
             return [work(job) for job in jobs]
         with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -27,18 +27,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmt_numpy import ops
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.data import video as vdata
 from mmt_numpy.nn import save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.nn.video_qa import VideoQAModel
-from mmt_numpy.ops.flash_attention import blas_controller
 from mmt_numpy.ops.stft import hann_window, log_spectrogram
 from mmt_numpy.optim import Adam
 
@@ -127,11 +127,10 @@ class VideoResult:
 
 
 def one_blas_thread() -> AbstractContextManager:
-    """BLAS held at one thread while training: on width-32 matrices OpenBLAS's threads cost
-    more than they save (under load, far more), and one thread keeps float32 rounding the same
-    from run to run; a no-op without threadpoolctl."""
-    controller = blas_controller()
-    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+    """BLAS held at one thread while training (:func:`mmt_numpy.blas.blas_threads` says why); a
+    no-op without threadpoolctl.  The video, VideoBERT and UniT tasks and the space-time
+    benchmark use it."""
+    return blas_threads(1)
 
 
 def build_model(config: VideoConfig, dataset: vdata.VideoQADataset) -> VideoQAModel:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mmt_numpy import data, ops
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.data.easy_vqa import load_easy_vqa
 from mmt_numpy.data.vqa import SHAPE_NAMES
 from mmt_numpy.nn import ImageTextModel, save
@@ -445,7 +446,12 @@ def main(
     if epochs is not None:
         config.epochs = positive_int("epochs", epochs)  # 0 would save an untrained model
     log("config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()))
-    result = train_vqa(config, log)
+    # The model's matrices are small (width 32): one BLAS thread is the fastest, and it fixes
+    # the order of float32 sums, so the printed digits do not depend on the machine's cores.
+    with blas_threads(1) as limits:
+        if limits is None:
+            log("threadpoolctl is not installed: BLAS keeps its own thread count (slower on small matrices)")
+        result = train_vqa(config, log)
     if config.dataset == "toy":  # only the toy scenes know where each shape is
         num_patches = result.test_set.grid[0] * result.test_set.grid[1]
         for layer in range(len(result.model.transformer.encoder.layers)):

@@ -102,7 +102,7 @@ def test_beam_of_one_is_greedy(model_and_images):
         b_ids, b_log_p = model.generate(patches, max_len=8, beam_size=1, use_cache=use_cache)
         from mmt_numpy.nn.captioner import CaptionDecoding
 
-        decoding = CaptionDecoding(model, patches, None, use_cache)
+        decoding = CaptionDecoding(model, model.encode(patches)[0], None, use_cache)
         bs_ids, bs_log_p = beam_search(decoding, 1, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len=8)
         np.testing.assert_array_equal(bs_ids, g_ids)
         np.testing.assert_allclose(bs_log_p, g_log_p, rtol=0, atol=1e-12)

@@ -9,8 +9,7 @@ import pytest
 
 from mmt_numpy import nn, ops
 from mmt_numpy.checks import randn, randomize
-from mmt_numpy.nn.decoder import step_mask
-from mmt_numpy.nn.kv_cache import KVCache
+from mmt_numpy.nn.kv_cache import KVCache, step_mask
 
 B, T, Lm, D, H, F = 3, 7, 5, 8, 2, 12
 
