@@ -28,13 +28,13 @@ import gc
 import time
 import tracemalloc
 from collections.abc import Callable
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from mmt_numpy.nn.spacetime import DividedSpaceTimeAttention, JointSpaceTimeAttention
+from mmt_numpy.tasks.video import one_blas_thread
 
 MiB = 2**20
 FIELDS = (
@@ -88,14 +88,6 @@ def best_times(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, flo
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
-
-
-def one_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(1, user_api="blas")
 
 
 def run(frames: list[int], *, B: int, N: int, D: int, H: int, repeat: int) -> list[dict]:
@@ -198,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.d_model % args.heads:
         parser.error(f"--heads: expected a divisor of --d-model {args.d_model}, got {args.heads}")
     shape = dict(B=args.batch, N=args.patches, D=args.d_model, H=args.heads)
-    with one_thread():
+    with one_blas_thread():
         rows = run(args.frames, repeat=args.repeat, **shape)
     print()
     print(table(rows, **shape))

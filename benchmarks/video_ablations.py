@@ -2,6 +2,7 @@
 
     python benchmarks/video_ablations.py              # three trainings of the full command's size
     python benchmarks/video_ablations.py --quick      # the tests' small configuration, seconds
+    python benchmarks/video_ablations.py --jobs 3     # the three trainings at once (same numbers)
 
 Trains the model of ``python -m mmt_numpy train --task video`` three times on the same data
 and seed, and prints test accuracy per question kind:
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +44,29 @@ def chance(train: vdata.VideoQADataset, test: vdata.VideoQADataset) -> dict[str,
     return out
 
 
-def run(epochs: int | None, seed: int, quick: bool) -> dict[str, dict[str, float]]:
+def train_one(name: str, epochs: int | None, seed: int, quick: bool) -> dict[str, dict[str, float]]:
+    """One of :data:`RUNS`: its row of the table (the full run adds the silenced and chance rows)."""
+    config = make_config(epochs, seed, quick=quick, **RUNS[name])
+    result = train_video(config, log=lambda line: print(f"  [{name}] {line}", flush=True))
+    rows = {name: {**result.test_by_kind[-1], "seconds": result.seconds}}
+    if name == "full":
+        rows["full, sound silenced at test"] = silenced_accuracy(result)
+        rows["chance"] = {**chance(result.train_set, result.test_set), "all": float("nan")}
+    return rows
+
+
+def run(epochs: int | None, seed: int, quick: bool, jobs: int = 1) -> dict[str, dict[str, float]]:
+    """The three trainings, one after another or (``jobs > 1``) in that many processes at once;
+    each is seeded and single-threaded, so the numbers are the same either way."""
+    train = partial(train_one, epochs=epochs, seed=seed, quick=quick)
+    if jobs == 1:
+        parts = [train(name) for name in RUNS]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            parts = list(pool.map(train, RUNS))
     table: dict[str, dict[str, float]] = {}
-    for name, options in RUNS.items():
-        config = make_config(epochs, seed, quick=quick, **options)
-        result = train_video(config, log=lambda line, name=name: print(f"  [{name}] {line}", flush=True))
-        table[name] = {**result.test_by_kind[-1], "seconds": result.seconds}
-        if name == "full":
-            table["full, sound silenced at test"] = silenced_accuracy(result)
-            table["chance"] = {**chance(result.train_set, result.test_set), "all": float("nan")}
+    for part in parts:
+        table.update(part)
     return table
 
 
@@ -71,12 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the small configuration of the tests")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="trainings run at once, in separate processes (1 to 3)"
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= len(RUNS):
+        parser.error(f"--jobs: expected 1 to {len(RUNS)}, got {args.jobs}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs: expected a positive integer, got {args.epochs}")
     if args.seed < 0:
         parser.error(f"--seed: expected a non-negative integer, got {args.seed}")
-    table = run(args.epochs, args.seed, args.quick)
+    table = run(args.epochs, args.seed, args.quick, args.jobs)
     print()
     print(format_table(table))
     if args.json is not None:

@@ -208,6 +208,6 @@ def plot_accuracy_by_kind(
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("test accuracy")
     ax.set_xlabel("question kind")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title, fontsize=11)
     return fig

@@ -196,6 +196,25 @@ def test_patches_cut_every_frame_like_an_image(splits):
     np.testing.assert_array_equal(patches[3, 5, 6], train.frames[3, 5, 8:16, 16:24].ravel())
 
 
+def test_the_silhouette_channel_is_one_where_a_shape_is_drawn_whatever_its_colour(splits):
+    train, _ = splits
+    patches = vd.clip_patches(train.frames, silhouette=True)
+    assert patches.shape == (60, 8, 16, 256)
+    np.testing.assert_array_equal(patches[..., 0::4], train.patches()[..., 0::3])  # red kept in place
+    lit = patches[..., 3::4]
+    np.testing.assert_array_equal(
+        lit, train.patches()[..., 0::3] + train.patches()[..., 1::3] + train.patches()[..., 2::3] > vd.LIT
+    )
+    # the same shape in two colours: identical silhouettes, different RGB
+    tiles = []
+    for colour in ("red", "blue"):
+        clip = vd.Clip((vd.Track("triangle", colour, 0, 8, (0, 0), "still"),), (vd.Beep(0.1, 0),))
+        frames = vd.render_clip(clip, np.random.default_rng(0))[None]
+        tiles.append(vd.clip_patches(frames, silhouette=True)[0, 0, 0])
+    np.testing.assert_array_equal(tiles[0][3::4], tiles[1][3::4])
+    assert tiles[0][3::4].sum() > 10 and not np.array_equal(tiles[0][0::4], tiles[1][0::4])
+
+
 # ---------------------------------------------------------------------- errors
 
 

@@ -57,7 +57,7 @@ def test_batches_hold_whole_clips_with_all_their_questions(quick_run):
     batches = task.ClipBatches(quick_run.train_set, np.float32, True)
     ids, patches, spec, local, lengths, answers = batches.inputs(np.array([4, 1]))
     d = quick_run.train_set
-    assert patches.shape == (2, 8, 16, 192) and spec.shape == (2, *task.SPECTROGRAM)
+    assert patches.shape == (2, 8, 16, 256) and spec.shape == (2, *task.SPECTROGRAM)  # RGB + silhouette
     assert len(ids) == np.sum(d.clip_index == 4) + np.sum(d.clip_index == 1)
     np.testing.assert_array_equal(np.sort(answers[local == 0]), np.sort(d.answers[d.clip_index == 4]))
 
@@ -107,6 +107,9 @@ def test_the_ablation_script_runs_three_trainings_side_by_side(capsys):
     out = capsys.readouterr().out
     for name in ("full", "no time positions", "no sound", "sound silenced", "chance"):
         assert name in out
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--jobs", "4"])
+    assert "--jobs: expected 1 to 3, got 4" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- VideoBERT

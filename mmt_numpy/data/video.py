@@ -51,6 +51,7 @@ PITCHES = (750.0, 1250.0, 1750.0)  # the beeps' frequencies in Hz, low to high
 BEEP_SECONDS = 0.1
 NOISE_STD = 0.01  # the faint noise under every sound track
 CLICK_SECONDS = 0.01
+LIT = 0.1  # a pixel whose channel sum exceeds this is part of a shape (the background is 0)
 
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 COUNT_WORDS = ("one", "two", "three")
@@ -398,12 +399,22 @@ def check_clips(frames: object, audio: object | None = None) -> tuple[int, int]:
     return C, T
 
 
-def clip_patches(frames: np.ndarray, patch: int = CELL) -> np.ndarray:
+def clip_patches(frames: np.ndarray, patch: int = CELL, *, silhouette: bool = False) -> np.ndarray:
     """``frames (C, T, H, W, 3)`` -> ``(C, T, N, patch*patch*3)``: every frame cut into ViT patches.
 
     ``N = (H/patch)(W/patch)`` in reading order, as :func:`mmt_numpy.data.patchify` cuts an image.
+
+    With ``silhouette=True`` each pixel gets a fourth, colour-blind channel: 1 where something
+    is drawn (channel sum above :data:`LIT`), 0 on the background, so the patches are
+    ``(C, T, N, patch*patch*4)``.  A shape's outline is then the same vector whatever its
+    colour: from RGB alone a linear patch embedding must untangle shape from colour (a red
+    square and a blue circle light different channels), which is what the still-image tasks
+    learn last; with it, "which shape" is linearly readable from the first step.
     """
     C, T = check_clips(frames)
+    if silhouette:
+        lit = (frames.sum(axis=-1, keepdims=True) > LIT).astype(frames.dtype)
+        frames = np.concatenate([frames, lit], axis=-1)  # (C, T, H, W, 4)
     flat = patchify(frames.reshape(C * T, *frames.shape[2:]), patch)  # (C*T, N, d)
     return flat.reshape(C, T, *flat.shape[1:])
 

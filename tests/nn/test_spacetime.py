@@ -21,6 +21,7 @@ from mmt_numpy.nn.spacetime import (
     TimeAttention,
     divided_reach,
 )
+from mmt_numpy.nn.sublayer import sublayer_backward
 from mmt_numpy.nn.video import SpaceTimeEncoderLayer, VideoEncoder
 from mmt_numpy.torch_bridge import grads_from_torch, to_torch
 
@@ -202,14 +203,70 @@ class _DividedSkipsTime(DividedSpaceTimeAttention):
         return self.space.backward(d_out, cache.space)
 
 
+class _JointDropsTheLastFrame(JointSpaceTimeAttention):
+    """Broken: the gradient of the last frame's tokens is thrown away."""
+
+    def backward(self, d_out, cache):
+        d_out = d_out.copy()
+        d_out[:, -1] = 0.0
+        return super().backward(d_out, cache)
+
+
+class _SpaceReshapesFramesWrongly(SpaceAttention):
+    """Broken: un-flattens the (B*T, N, D) gradient as if the sequences ran (T, B), not (B, T)."""
+
+    def backward(self, d_out, cache):
+        B_, T_, N_, D_ = cache.shape
+        (dx,) = self.attn.backward(d_out.reshape(B_ * T_, N_, D_), cache.attn)
+        return (dx.reshape(T_, B_, N_, D_).transpose(1, 0, 2, 3),)
+
+
+class _LayerSkipsTheResidual(SpaceTimeEncoderLayer):
+    """Broken: the feed-forward sub-layer's identity path is left out of the gradient."""
+
+    def backward(self, d_out, cache):
+        norm, drop = self._ff_norm()
+        (d_x,) = sublayer_backward(d_out, cache.ff, self.ff.backward, norm, drop)
+        d_x = d_x - d_out  # drops x from x + ff(norm(x))
+        for (attn, _, norm, drop), c in zip(reversed(self._steps()), reversed(cache.attn), strict=True):
+            (d_x,) = sublayer_backward(d_x, c, attn.backward, norm, drop)
+        return (d_x,)
+
+
+class _EncoderForgetsThePositions(VideoEncoder):
+    """Broken: the time and grid vectors get no gradient (the position backward is skipped)."""
+
+    def backward(self, d_out, cache):
+        (d_z,) = self.norm.backward(d_out, cache.norm)
+        for layer, c in zip(reversed(self.layers), reversed(cache.layers), strict=True):
+            (d_z,) = layer.backward(d_z, c)
+        return self.patch_embedding.backward(d_z, cache.patch_embedding)
+
+
 @pytest.mark.parametrize(
     ("broken", "inputs", "kwargs"),
     [
+        (lambda: randomize(_JointDropsTheLastFrame(D, H, rng=1), 2), {"x": clip(3)}, {}),
+        (lambda: randomize(_SpaceReshapesFramesWrongly(D, H, rng=1), 2), {"x": clip(3)}, {}),
+        (
+            lambda: randomize(_LayerSkipsTheResidual(D, H, 6, attention="divided", rng=1), 2),
+            {"x": clip(3)},
+            {},
+        ),
+        (
+            lambda: randomize(_EncoderForgetsThePositions(5, (2, 3), 4, D, H, 6, 1, rng=1), 2),
+            {"patches": randn(3, B, T, N, 5)},
+            {},
+        ),
         (lambda: randomize(_TimeForgetsTheTranspose(D, H, rng=1), 2), {"x": clip(3)}, {}),
         (lambda: randomize(_TimeGradientOnFirstFrameOnly((2, 3), 5, D, rng=1), 2), {"x": clip(3)}, {}),
         (lambda: randomize(_DividedSkipsTime(D, H, rng=1), 2), {"x": clip(3)}, {}),
     ],
     ids=[
+        "joint attention, last frame's gradient dropped",
+        "space attention, frames un-flattened in the wrong order",
+        "encoder layer, feed-forward residual dropped",
+        "video encoder, position gradient skipped",
         "time attention, transposed gradient",
         "time positions, all into frame 0",
         "divided, time step dropped",
