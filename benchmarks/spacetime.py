@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.nn.spacetime import DividedSpaceTimeAttention, JointSpaceTimeAttention
-from mmt_numpy.tasks.video import one_blas_thread
 
 MiB = 2**20
 FIELDS = (
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.d_model % args.heads:
         parser.error(f"--heads: expected a divisor of --d-model {args.d_model}, got {args.heads}")
     shape = dict(B=args.batch, N=args.patches, D=args.d_model, H=args.heads)
-    with one_blas_thread():
+    with blas_threads(1):
         rows = run(args.frames, repeat=args.repeat, **shape)
     print()
     print(table(rows, **shape))

@@ -35,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from mmt_numpy import data
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.data import video as vdata
 from mmt_numpy.data.matching import MATCH_KINDS, MatchingSet, make_matching_set
 from mmt_numpy.nn import save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.nn.unit import TaskBatch, UniT
 from mmt_numpy.optim import Adam
-from mmt_numpy.tasks.video import apply_options, one_blas_thread
+from mmt_numpy.tasks.video import apply_options
 from mmt_numpy.validate import non_negative_int
 
 DEFAULT_EPOCHS = 25
@@ -285,7 +286,7 @@ def train_unit(config: UniTConfig, log: Callable[[str], None] = print) -> UniTRe
     result = UniTResult(model, config, sets, {t: [] for t in tasks}, {t: [] for t in tasks})
     steps = [(t,) for t in tasks] if config.schedule == "round-robin" else [tasks]
     start = time.perf_counter()
-    with one_blas_thread():
+    with blas_threads(1):
         for epoch in range(1, config.epochs + 1):
             for _ in range(config.steps_per_epoch):
                 for step_tasks in steps:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,13 +125,6 @@ class VideoResult:
     seconds: float = 0.0
 
 
-def one_blas_thread() -> AbstractContextManager:
-    """BLAS held at one thread while training (:func:`mmt_numpy.blas.blas_threads` says why); a
-    no-op without threadpoolctl.  The video, VideoBERT and UniT tasks and the space-time
-    benchmark use it."""
-    return blas_threads(1)
-
-
 def build_model(config: VideoConfig, dataset: vdata.VideoQADataset) -> VideoQAModel:
     """The model of ``config`` for clips shaped like ``dataset``'s."""
     C, T, H, W, _ = dataset.frames.shape
@@ -223,7 +215,7 @@ def train_video(config: VideoConfig, log: Callable[[str], None] = print) -> Vide
     order_rng = np.random.default_rng(config.seed + 1)
     result = VideoResult(model, config, train_set, test_set)
     start = time.perf_counter()
-    with one_blas_thread():
+    with blas_threads(1):  # small matrices: one BLAS thread is fastest (mmt_numpy.blas)
         for epoch in range(1, config.epochs + 1):
             order = order_rng.permutation(len(train_set.clips))
             losses = []

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mmt_numpy import ops
+from mmt_numpy.blas import blas_threads
 from mmt_numpy.data import video as vdata
 from mmt_numpy.data.tokenizer import CLS_ID, IGNORE_INDEX, MASK_ID, PAD_ID, SEP_ID, mask_tokens
 from mmt_numpy.kmeans import KMeansResult, assign, kmeans
@@ -38,7 +39,7 @@ from mmt_numpy.nn import save
 from mmt_numpy.nn.module import as_float_dtype
 from mmt_numpy.nn.videobert import TEXT, VIDEO, VideoBERT, VideoBERTPretraining
 from mmt_numpy.optim import Adam
-from mmt_numpy.tasks.video import apply_options, one_blas_thread
+from mmt_numpy.tasks.video import apply_options
 
 DEFAULT_EPOCHS = 12
 
@@ -237,7 +238,7 @@ def train_videobert(config: VideoBERTConfig, log: Callable[[str], None] = print)
     result = VideoBERTResult(model, clusters, train, test, majority_rate=majority_rate)
     objective = VideoBERTPretraining(model, config.temperature)
     start = time.perf_counter()
-    with one_blas_thread():
+    with blas_threads(1):
         for epoch in range(1, config.epochs + 1):
             order = rng.permutation(len(train.words))
             losses = [
